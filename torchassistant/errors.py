@@ -1,0 +1,71 @@
+"""Errors the commands know how to report, and the exit codes they map to.
+
+Every error here carries a complete, user-facing message. The root scripts turn them into one
+paragraph on stderr and an exit code; anything else is a bug and shows a traceback.
+"""
+
+EXIT_FAILURE = 1      # something failed while running (user code, I/O)
+EXIT_USAGE = 2        # bad spec, bad command line, bad session folder
+EXIT_INTERRUPTED = 130
+
+
+class TorchAssistantError(Exception):
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(TorchAssistantError):
+    """A bad command line or a file/folder that is not what the command expects."""
+    exit_code = EXIT_USAGE
+
+
+class SpecError(TorchAssistantError):
+    """One or more problems in a spec file, each naming its location."""
+    exit_code = EXIT_USAGE
+
+    def __init__(self, source, problems):
+        self.source = source
+        self.problems = problems
+        count = len(problems)
+        header = f"{source}: {count} problem{'s' if count != 1 else ''} found"
+        super().__init__(header + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class UserCodeError(TorchAssistantError):
+    """User code (a dataset, model, transform...) raised while the framework called it."""
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message, original):
+        super().__init__(message)
+        self.original = original
+
+
+def user_frames(exc):
+    """The traceback of `exc` reduced to frames in the user's own files (not the framework,
+    the standard library or installed packages), formatted as Python prints them."""
+    import os
+    import sysconfig
+    import traceback
+    package = os.path.dirname(os.path.abspath(__file__))
+    libraries = {os.path.abspath(sysconfig.get_paths()[key]) for key in ('stdlib', 'platstdlib', 'purelib', 'platlib')}
+
+    def is_user(filename):
+        path = os.path.abspath(filename)
+        return not filename.startswith('<') and not path.startswith(package) \
+            and not any(path.startswith(lib) for lib in libraries)
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_user(f.filename)]
+    return ''.join(traceback.format_list(frames)).rstrip()
+
+
+def user_code_error(message, exc, details=''):
+    """A UserCodeError saying `message`, the user's exception, `details` (lines starting with
+    newline) and the stack frames in the user's own files."""
+    text = f'{message}: {type(exc).__name__}: {exc}{details}'
+    frames = user_frames(exc)
+    if frames:
+        text += '\n  In your code:\n' + frames
+    return UserCodeError(text, exc)

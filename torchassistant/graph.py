@@ -1,0 +1,129 @@
+"""What runs on a batch: batch processors (models run in order) and batch graphs of them.
+
+A *frame* is a dict of named variables (`input_1`, `y_hat`...). A batch processor takes a frame and
+returns it extended with its nodes' outputs; a batch graph routes frames from its input ports through
+its batch processors in topological order and returns every node's resulting frame.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from torchassistant.data import describe, to_device
+
+
+class StepError(Exception):
+    """User code failed inside a batch processor; `where` names the node, `received` its inputs."""
+
+    def __init__(self, where, received, original):
+        super().__init__(f'{where}: {type(original).__name__}: {original}')
+        self.where = where
+        self.received = received
+        self.original = original
+
+
+@dataclass
+class Node:
+    model_name: str
+    model: torch.nn.Module
+    inputs: list
+    outputs: list
+    optimizer_name: str = None
+    optimizer: object = None
+
+
+class BatchProcessor:
+    def __init__(self, name, nodes, input_adapter=None, output_adapter=None, device=None):
+        self.name = name
+        self.nodes = nodes
+        self.input_adapter = input_adapter
+        self.output_adapter = output_adapter
+        self.device = torch.device(device) if device else None
+
+    def __call__(self, frame):
+        variables = dict(frame)
+        adapted = self.input_adapter(frame) if self.input_adapter else None
+        outputs = {}
+        for node in self.nodes:
+            given = adapted.get(node.model_name, {}) if adapted else {}
+            args = [given[name] if name in given else variables[name] for name in node.inputs]
+            if self.device is not None:
+                args = [to_device(a, self.device) for a in args]
+            try:
+                result = node.model(*args)
+            except Exception as e:
+                received = {name: describe(value) for name, value in zip(node.inputs, args)}
+                raise StepError(f'model "{node.model_name}" in batch processor "{self.name}"', received, e) from e
+            if isinstance(result, torch.Tensor):
+                result = (result,)
+            named = dict(zip(node.outputs, result))
+            variables.update(named)
+            outputs.update(named)
+        if self.output_adapter is not None:
+            outputs = self.output_adapter(outputs)
+        return {**frame, **outputs}
+
+    def models(self):
+        return [node.model for node in self.nodes]
+
+    def optimizers(self):
+        return [node.optimizer for node in self.nodes if node.optimizer is not None]
+
+
+class BatchGraph:
+    """Batch processors fed by input ports and by each other, run in topological order."""
+
+    def __init__(self, name, processors, input_ports, ingoing_edges):
+        self.name = name
+        self.input_ports = list(input_ports)
+        self.order = [(node, processors[node], list(ingoing_edges.get(node, ())))
+                      for node in topological_order(list(processors), ingoing_edges)]
+
+    def __call__(self, port_frames):
+        results = {}
+        for name, processor, sources in self.order:
+            frame = {}
+            for source in sources:
+                frame.update(port_frames[source] if source in port_frames else results[source])
+            results[name] = processor(frame)
+        return results
+
+    def processors(self):
+        return [processor for _, processor, _ in self.order]
+
+    def node_names(self):
+        return [name for name, _, _ in self.order]
+
+
+def topological_order(nodes, ingoing_edges):
+    """Nodes ordered so each comes after the nodes feeding it. Raises ValueError on a cycle."""
+    ordered, state = [], {}
+
+    def visit(node, trail):
+        if state.get(node) == 'done':
+            return
+        if state.get(node) == 'visiting':
+            raise ValueError('cycle: ' + ' -> '.join(trail + [node]))
+        state[node] = 'visiting'
+        for source in ingoing_edges.get(node, ()):
+            if source in nodes:
+                visit(source, trail + [node])
+        state[node] = 'done'
+        ordered.append(node)
+
+    for node in nodes:
+        visit(node, [])
+    return ordered
+
+
+AUTO_PORT = 'input'
+
+
+def single_model_graph(model_name, model, optimizer_name=None, optimizer=None):
+    """The graph a spec with one model gets: the model reads `input_1`, its first output is `y_hat`."""
+    node = Node(model_name, model, ['input_1'], ['y_hat'], optimizer_name, optimizer)
+    processor = BatchProcessor(model_name, [node])
+    return BatchGraph(model_name, {model_name: processor}, [AUTO_PORT], {model_name: [AUTO_PORT]})
+
+
+def single_processor_graph(name, processor):
+    return BatchGraph(name, {name: processor}, [AUTO_PORT], {name: [AUTO_PORT]})

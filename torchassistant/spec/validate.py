@@ -1,0 +1,384 @@
+"""Check a loaded spec before anything is built: every problem, with its location, at once.
+
+First the structure, against the JSON Schemas in `torchassistant.schema`; then what a schema cannot
+say: names and references, importable classes, arguments against signatures, variable flow from
+data loaders and models to losses and metrics, graphs. An item with a structural problem is skipped
+by the later checks (its name still counts as defined), so one mistake is reported once.
+"""
+import inspect
+import math
+
+import jsonschema
+from torch.utils.data import DataLoader
+
+from torchassistant import resolve
+from torchassistant.data import SLICES
+from torchassistant.errors import SpecError
+from torchassistant.schema import GROUPS, SCHEMAS
+
+_JSON_TYPES = {dict: 'an object', list: 'a list', str: 'a string', bool: 'true/false', int: 'a number',
+               float: 'a number', type(None): 'null'}
+
+
+def raise_for_problems(problems, source):
+    if problems:
+        problems = sorted(problems, key=lambda p: p.sort_key())
+        raise SpecError(source, problems)
+
+
+def structure(document, kind):
+    """Problems of `document` against the schema of `kind` ("training", "evaluation", "inference")."""
+    validator = jsonschema.Draft202012Validator(SCHEMAS[kind])
+    problems = []
+    for error in validator.iter_errors(document.data):
+        problems.extend(_translate(document, error))
+    return _dedupe(problems)
+
+
+def _dedupe(problems):
+    seen, out = set(), []
+    for p in problems:
+        if (p.path, p.message) not in seen:
+            seen.add((p.path, p.message))
+            out.append(p)
+    return out
+
+
+def _translate(document, error):
+    path = tuple(error.absolute_path)
+    value = error.instance
+    if error.validator == 'additionalProperties':
+        allowed = list(error.schema.get('properties', {}))
+        return [document.problem(path + (key,), f'unknown field "{key}"' + resolve.suggest(key, allowed)
+                                 + (f' (allowed here: {", ".join(allowed)})' if allowed else ''))
+                for key in value if key not in allowed]
+    if error.validator == 'required':
+        missing = error.message.split("'")[1]
+        return [document.problem(path, f'missing required field "{missing}"')]
+    if error.validator == 'type':
+        expected = {'object': 'an object', 'array': 'a list', 'string': 'a string', 'number': 'a number',
+                    'integer': 'an integer'}.get(error.validator_value, error.validator_value)
+        return [document.problem(path, f'must be {expected}, not {_JSON_TYPES.get(type(value), type(value).__name__)}'
+                                 + (f' ({value!r})' if not isinstance(value, (dict, list)) else ''))]
+    if error.validator in ('enum', 'const') and path[-1:] == ('group',):
+        return [document.problem(path, f'unknown group "{value}"' + resolve.suggest(str(value), GROUPS)
+                                 + f' (groups: {", ".join(GROUPS)})')]
+    if error.validator == 'enum':
+        return [document.problem(path, f'must be one of {", ".join(map(repr, error.validator_value))}, not {value!r}')]
+    if error.validator == 'minLength':
+        return [document.problem(path, 'must not be empty')]
+    if error.validator == 'minItems':
+        return [document.problem(path, f'needs at least {error.validator_value} item(s)')]
+    if error.validator == 'maxItems':
+        return [document.problem(path, f'has {len(value)} items; at most {error.validator_value} are allowed')]
+    if error.validator == 'minimum':
+        return [document.problem(path, f'must be at least {error.validator_value}, not {value!r}')]
+    if error.validator == 'anyOf' and path[-1:] == ('eval_steps',):
+        return [document.problem(path, f'must be a number of batches (integer >= 1) or a fraction in (0, 1], not {value!r}')]
+    return [document.problem(path, error.message)]
+
+
+# ---- training specs ------------------------------------------------------------------------------
+
+def check_training(document):
+    """All problems of a training spec (structure, then semantics)."""
+    problems = structure(document, 'training')
+    if any(p.path[:1] in [(), ('initialize',)] and len(p.path) <= 2 and 'definitions' not in p.path[1:]
+           and 'pipelines' not in p.path[1:] for p in problems):
+        return problems   # the skeleton itself is broken: nothing further can be checked sensibly
+    bad = {p.path[:3] for p in problems}
+    _Semantics(document, problems, bad).run()
+    return _dedupe(problems)
+
+
+class _Semantics:
+    def __init__(self, document, problems, bad):
+        self.doc = document
+        self.problems = problems
+        self.bad = bad
+        self.defined = {group: {} for group in GROUPS}      # group -> name -> definition index
+        self.definitions = document.data.get('initialize', {}).get('definitions', [])
+        self.outputs = {}      # batch processor -> list of output names
+        self.ports = {}        # batch graph -> list of ports
+        self.graph_nodes = {}  # batch graph -> list of node names
+
+    def add(self, path, message):
+        self.problems.append(self.doc.problem(path, message))
+
+    def run(self):
+        for index, definition in enumerate(self.definitions):
+            path = ('initialize', 'definitions', index)
+            if not isinstance(definition, dict):
+                continue
+            group, name = definition.get('group'), definition.get('name')
+            if group in self.defined and isinstance(name, str):
+                if name in self.defined[group]:
+                    first = self.defined[group][name]
+                    self.add(path + ('name',), f'duplicate name "{name}" in group "{group}" (first defined '
+                                               f'at initialize.definitions[{first}])')
+                    continue
+                if path not in self.bad and isinstance(definition.get('spec'), dict):
+                    getattr(self, 'check_' + group)(path + ('spec',), definition['spec'], index, name)
+                self.defined[group][name] = index
+        pipelines = self.doc.data.get('initialize', {}).get('pipelines', {})
+        for name, pipeline in pipelines.items():
+            if ('initialize', 'pipelines', name) not in self.bad:
+                self.check_pipeline(('initialize', 'pipelines', name), pipeline)
+        stages = self.doc.data.get('train', {}).get('stages', [])
+        for index, stage in enumerate(stages if isinstance(stages, list) else []):
+            if ('train', 'stages', index) not in self.bad and isinstance(stage, dict):
+                self.check_stage(('train', 'stages', index), stage, pipelines)
+
+    # -- references --
+    def ref(self, path, name, group, before):
+        """Check that `name` names a `group` entity defined before definition `before`."""
+        names = self.defined[group]
+        if name in names:
+            return True
+        later = [i for i, d in enumerate(self.definitions) if isinstance(d, dict) and d.get('group') == group
+                 and d.get('name') == name and i >= before]
+        if later:
+            self.add(path, f'"{name}" is defined later, at initialize.definitions[{later[0]}]; a definition '
+                           f'may refer only to definitions above it')
+            return False
+        other = [g for g in GROUPS if name in self.defined[g]]
+        hint = f' ("{name}" is one of the {other[0]})' if other else resolve.suggest(name, names)
+        self.add(path, f'there is no {group[:-1].replace("_", " ")} named "{name}"{hint}'
+                       + (f'; defined {group}: {", ".join(names)}' if names else f'; no {group} are defined above'))
+        return False
+
+    def dataset_ref(self, path, name, before):
+        if name in self.defined['datasets'] or '.' not in name:
+            return self.ref(path, name, 'datasets', before)
+        split, _, part = name.rpartition('.')
+        if split not in self.defined['splits']:
+            return self.ref(path, split, 'splits', before)
+        ratio = self.definitions[self.defined['splits'][split]]['spec'].get('ratio', [])
+        slices = SLICES[:len(ratio)]
+        if part not in slices:
+            self.add(path, f'split "{split}" has slices {", ".join(split + "." + s for s in slices)}; '
+                           f'"{part}" is not one of them' + resolve.suggest(part, slices))
+            return False
+        return True
+
+    # -- building --
+    def buildable(self, path, spec, home=None, leading=0, alternatives=()):
+        """Check class|factory_fn (exactly one), resolve it and check args/kwargs against it."""
+        given = [key for key in ('class', 'factory_fn') + alternatives if key in spec]
+        if len(given) != 1:
+            options = ' or '.join(f'"{k}"' for k in ('class', 'factory_fn') + alternatives)
+            self.add(path, f'needs exactly one of {options}' + (f', not {" and ".join(given)}' if given else ''))
+            return None
+        key = given[0]
+        if key in alternatives:
+            return None
+        target = self.resolved(path + (key,), spec[key], home if key == 'class' else None)
+        if target is None:
+            return None
+        extra = 1 if key == 'factory_fn' else 0
+        for message in resolve.check_call(target, spec.get('args', []), spec.get('kwargs', {}), leading + extra):
+            self.add(path + (('kwargs',) if 'keyword' in message else ()), message)
+        return target
+
+    def resolved(self, path, name, home=None):
+        try:
+            target = resolve.resolve(name, home)
+        except resolve.ResolveError as e:
+            self.add(path, str(e))
+            return None
+        if not callable(target):
+            self.add(path, f'"{name}" is a {type(target).__name__}, not a class or function')
+            return None
+        return target
+
+    def check_datasets(self, path, spec, index, name):
+        self.buildable(path, spec, alternatives=('link',))
+        if 'link' in spec:
+            self.dataset_ref(path + ('link',), spec['link'], index)
+        elif 'preprocessors' in spec:
+            self.add(path + ('preprocessors',), '"preprocessors" applies only to a dataset defined by "link"')
+        for i, pre in enumerate(spec.get('preprocessors', [])):
+            self.ref(path + ('preprocessors', i), pre, 'preprocessors', index)
+
+    def check_splits(self, path, spec, index, name):
+        self.dataset_ref(path + ('dataset_name',), spec['dataset_name'], index)
+        if not math.isclose(sum(spec['ratio']), 1.0, abs_tol=1e-6):
+            self.add(path + ('ratio',), f'the ratios must sum to 1; these sum to {sum(spec["ratio"]):g}')
+
+    def check_preprocessors(self, path, spec, index, name):
+        target = self.buildable(path, spec, 'preprocessors')
+        if 'fit' in spec:
+            self.dataset_ref(path + ('fit',), spec['fit'], index)
+            if target is not None and inspect.isclass(target) and not hasattr(target, 'fit'):
+                self.add(path + ('fit',), f'"fit" is given but {target.__name__} has no fit(dataset) method')
+
+    def check_collators(self, path, spec, index, name):
+        self.buildable(path, spec, 'collators')
+
+    def check_data_loaders(self, path, spec, index, name):
+        self.dataset_ref(path + ('dataset',), spec['dataset'], index)
+        self.ref(path + ('collator',), spec['collator'], 'collators', index)
+        if 'collate_fn' in spec.get('kwargs', {}):
+            self.add(path + ('kwargs', 'collate_fn'), 'the collate_fn is the definition\'s "collator"; remove it from kwargs')
+            return
+        for message in resolve.check_call(DataLoader, spec.get('args', []), spec.get('kwargs', {}), 1):
+            self.add(path + ('kwargs',), message)
+
+    def check_models(self, path, spec, index, name):
+        self.buildable(path, spec)
+
+    def check_optimizers(self, path, spec, index, name):
+        self.ref(path + ('model',), spec['model'], 'models', index)
+        self.buildable(path, spec, 'optimizers', leading=1)
+        if 'lr_scheduler' in spec:
+            self.buildable(path + ('lr_scheduler',), spec['lr_scheduler'], 'lr_scheduler', leading=1)
+
+    def check_losses(self, path, spec, index, name, home='losses'):
+        self.buildable(path, spec, home)
+        if 'transform' in spec:
+            self.resolved(path + ('transform',), spec['transform'])
+
+    def check_metrics(self, path, spec, index, name):
+        self.check_losses(path, spec, index, name, 'metrics')
+
+    def check_batch_processors(self, path, spec, index, name):
+        produced = []
+        for i, node in enumerate(spec['neural_graph']):
+            node_path = path + ('neural_graph', i)
+            self.ref(node_path + ('model_name',), node['model_name'], 'models', index)
+            if 'optimizer_name' in node and self.ref(node_path + ('optimizer_name',), node['optimizer_name'],
+                                                     'optimizers', index):
+                optimizer = self.definitions[self.defined['optimizers'][node['optimizer_name']]]['spec']
+                if optimizer.get('model') != node['model_name']:
+                    self.add(node_path + ('optimizer_name',), f'optimizer "{node["optimizer_name"]}" optimizes '
+                                                              f'model "{optimizer.get("model")}", not "{node["model_name"]}"')
+            produced += node['outputs']
+        for key in ('input_adapter', 'output_adapter'):
+            if key in spec:
+                self.buildable(path + (key,), spec[key], key)
+        self.outputs[name] = produced
+
+    def check_batch_graphs(self, path, spec, index, name):
+        nodes, ports, edges = spec['nodes'], spec['input_ports'], spec['ingoing_edges']
+        for i, node in enumerate(nodes):
+            self.ref(path + ('nodes', i), node, 'batch_processors', index)
+        for target, sources in edges.items():
+            if target not in nodes:
+                self.add(path + ('ingoing_edges', target), f'"{target}" is not one of the graph\'s nodes'
+                         + resolve.suggest(target, nodes))
+            for j, source in enumerate(sources):
+                if source not in nodes and source not in ports:
+                    self.add(path + ('ingoing_edges', target, j), f'"{source}" is neither a node nor an input port'
+                             + resolve.suggest(source, nodes + ports))
+        from torchassistant.graph import topological_order
+        try:
+            topological_order(nodes, edges)
+        except ValueError as e:
+            self.add(path + ('ingoing_edges',), f'the graph has a {e}')
+            return
+        reached, changed = set(ports), True
+        while changed:
+            changed = False
+            for node in nodes:
+                if node not in reached and any(s in reached for s in edges.get(node, [])):
+                    reached.add(node)
+                    changed = True
+        for i, node in enumerate(nodes):
+            if node not in reached:
+                self.add(path + ('nodes', i), f'node "{node}" is unreachable: no path leads to it from an input port')
+        self.ports[name], self.graph_nodes[name] = ports, nodes
+
+    # -- pipelines --
+    def pipeline_graph(self, path, pipeline):
+        """(ports, nodes, outputs per node) of the pipeline's graph, or None when it is not known."""
+        if 'graph' in pipeline:
+            if not self.ref(path + ('graph',), pipeline['graph'], 'batch_graphs', len(self.definitions)):
+                return None
+            name = pipeline['graph']
+            if name not in self.graph_nodes:
+                return None
+            return self.ports[name], self.graph_nodes[name]
+        graphs, processors, models = (list(self.defined[g]) for g in ('batch_graphs', 'batch_processors', 'models'))
+        if len(graphs) == 1:
+            return (self.ports[graphs[0]], self.graph_nodes[graphs[0]]) if graphs[0] in self.ports else None
+        if not graphs and len(processors) == 1:
+            return ['input'], processors
+        if not graphs and not processors and len(models) == 1:
+            self.outputs.setdefault(models[0], ['y_hat'])
+            return ['input'], models
+        self.add(path, 'needs "graph": the spec defines ' + (f'{len(graphs)} batch graphs' if graphs else
+                 f'{len(processors)} batch processors' if processors else f'{len(models)} models')
+                 + ', so the pipeline\'s graph cannot be chosen automatically')
+        return None
+
+    def check_pipeline(self, path, pipeline):
+        known = self.pipeline_graph(path, pipeline)
+        open_names = False     # a loader without variable_names provides input_1..input_n
+        provided = []
+        for i, feed in enumerate(pipeline['input_injector']):
+            self.ref(path + ('input_injector', i, 'data_loader'), feed['data_loader'], 'data_loaders', len(self.definitions))
+            provided += feed.get('variable_names', [])
+            open_names = open_names or 'variable_names' not in feed
+            if known and 'input_port' in feed and feed['input_port'] not in known[0]:
+                self.add(path + ('input_injector', i, 'input_port'), f'the graph has no input port "{feed["input_port"]}"'
+                         + resolve.suggest(feed['input_port'], known[0]) + f'; ports: {", ".join(known[0])}')
+            elif known and 'input_port' not in feed and len(known[0]) > 1:
+                self.add(path + ('input_injector', i), f'needs "input_port": the graph has several ({", ".join(known[0])})')
+        shown = {}
+        for key, name_key, display_key, group in (('losses', 'loss_name', 'loss_display_name', 'losses'),
+                                                  ('metrics', 'metric_name', 'display_name', 'metrics')):
+            for i, use in enumerate(pipeline.get(key, [])):
+                use_path = path + (key, i)
+                if not self.ref(use_path + (name_key,), use[name_key], group, len(self.definitions)):
+                    continue
+                display = use.get(display_key, use[name_key])
+                if display in shown:
+                    self.add(use_path, f'display name "{display}" is already used by {shown[display]} in this pipeline')
+                shown[display] = f'{key}[{i}]'
+                if not known:
+                    continue
+                nodes = known[1]
+                node = use.get('node_name')
+                if node is None and len(nodes) > 1:
+                    self.add(use_path, f'needs "node_name": the graph has several nodes ({", ".join(nodes)})')
+                    continue
+                if node is not None and node not in nodes:
+                    self.add(use_path + ('node_name',), f'the graph has no node "{node}"' + resolve.suggest(node, nodes))
+                    continue
+                available = provided + [o for n in nodes for o in self.outputs.get(n, [])]
+                spec = self.definitions[self.defined[group][use[name_key]]]['spec']
+                for j, variable in enumerate(spec.get('inputs', [])):
+                    if variable in available or (open_names and _is_default_name(variable)):
+                        continue
+                    where = f'initialize.definitions[{self.defined[group][use[name_key]]}] spec.inputs[{j}]'
+                    self.add(use_path + (name_key,), f'{group[:-1].replace("losse", "loss")} "{use[name_key]}" reads '
+                             f'"{variable}" ({where}), but nothing in this pipeline provides it'
+                             + resolve.suggest(variable, available) + f'; available: '
+                             + ', '.join(available + (['input_1..input_n'] if open_names else [])))
+
+    def check_stage(self, path, stage, pipelines):
+        for key in ('training_pipelines', 'validation_pipelines', 'debug_pipelines'):
+            for i, name in enumerate(stage.get(key, [])):
+                if name not in pipelines:
+                    self.add(path + (key, i), f'there is no pipeline named "{name}"' + resolve.suggest(name, pipelines)
+                             + f'; pipelines: {", ".join(pipelines)}')
+                elif key == 'training_pipelines' and not pipelines[name].get('losses'):
+                    self.add(path + (key, i), f'pipeline "{name}" has no losses, so it cannot be trained')
+        shown = {}
+        for i, name in enumerate(stage.get('validation_pipelines', [])):
+            for display in display_names(pipelines.get(name, {})):
+                if display in shown and shown[display] != name:
+                    self.add(path + ('validation_pipelines', i), f'pipelines "{shown[display]}" and "{name}" both show '
+                             f'"{display}"; give one of them another display name so the row keeps both')
+                shown.setdefault(display, name)
+        self.buildable(path + ('stop_condition',), stage['stop_condition'], 'stop_condition')
+
+
+def display_names(pipeline):
+    return [u.get('display_name', u.get('metric_name')) for u in pipeline.get('metrics', [])] + \
+        [u.get('loss_display_name', u.get('loss_name')) for u in pipeline.get('losses', [])]
+
+
+def _is_default_name(name):
+    return name.startswith('input_') and name[6:].isdigit() and int(name[6:]) >= 1
+

@@ -64,7 +64,10 @@ def user_frames(exc):
 def user_code_error(message, exc, details=''):
     """A UserCodeError saying `message`, the user's exception, `details` (lines starting with
     newline) and the stack frames in the user's own files."""
-    text = f'{message}: {type(exc).__name__}: {exc}{details}'
+    said = str(exc)
+    if len(said) > 300 and '\n' in said:    # torch's overload listings run to pages
+        said = said.splitlines()[0] + ' [...; --debug shows the whole message]'
+    text = f'{message}: {type(exc).__name__}: {said}{details}'
     frames = user_frames(exc)
     if frames:
         text += '\n  In your code:\n' + frames

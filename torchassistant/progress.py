@@ -46,6 +46,7 @@ class EpochProgress:
         if self.live:
             self._draw(line)
             self.stream.write('\n')
+            self.width = 0
         else:
             self.stream.write(line + '\n')
         self.stream.flush()

@@ -1,0 +1,141 @@
+"""Fast unit tests of the pieces: loader locations, progress line, overrides, store, components."""
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from torchassistant.collators import BatchDivide
+from torchassistant.errors import SpecError
+from torchassistant.metrics import Accuracy
+from torchassistant.progress import EpochProgress, bar
+from torchassistant.spec.loader import parse
+from torchassistant.spec.merge import MergeError, merge
+from torchassistant.stop_conditions import EpochsCompleted
+from torchassistant.store import SessionStore
+
+from conftest import REPO, tutorial_spec, write_json
+
+
+def test_locations_name_the_definition_and_the_line():
+    text = '{\n  "initialize": {"definitions": [\n    {"group": "models", "name": "LeNet5",\n' \
+           '     "spec": {"class": "x.LeNet5"}}]}}'
+    document = parse(text, 'spec.json')
+    path = ('initialize', 'definitions', 0, 'spec', 'class')
+    assert document.describe(path) == 'spec.json:4:24 initialize.definitions[0] "LeNet5" spec.class'
+    # a missing key is described at its nearest existing ancestor
+    assert document.describe(path[:-1] + ('args',)).startswith('spec.json:4:14 ')
+
+
+@pytest.mark.parametrize('text, where, says', [
+    ('', '1:1', 'empty'),
+    ('{"a": 1,}', '1:9', 'trailing comma'),
+    ('{"a": [1, 2}', '1:12', 'expected "," or "]"'),
+    ('{\n  // note\n  "a": 1}', '2:3', 'comments are not allowed'),
+    ('{"a": 1', '1:8', 'unclosed'),
+    ("{'a': 1}", '1:2', 'double quotes'),
+    ('{"a": 1, "a": 2}', '1:10', 'duplicate key "a"'),
+    ('{"a": tru}', '1:7', 'expected a value'),
+])
+def test_syntax_errors_say_line_column_and_show_the_line(text, where, says):
+    with pytest.raises(SpecError) as error:
+        parse(text, 'spec.json')
+    message = str(error.value)
+    assert f'spec.json:{where}: invalid JSON' in message and says in message
+    if text:
+        line = int(where.split(':')[0])
+        assert text.splitlines()[line - 1] in message
+
+
+def test_progress_line_matches_the_tutorial():
+    assert bar(366, 1875) == '===>.................'
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    stream = Terminal()
+    progress = EpochProgress(1, 1875, stream, interval=0)
+    progress.update(366, lambda: {'acc': 0.86931, 'loss': 0.43114})
+    assert stream.getvalue() == '\rEpoch     1 [acc 0.8693, loss 0.4311] ===>................. 366 / 1875'
+    progress.finish({'acc': 0.9421, 'loss': 0.1903, 'val acc': 0.9387, 'val loss': 0.2015})
+    assert stream.getvalue().endswith(
+        '\rEpoch     1 [acc 0.9421, loss 0.1903, val acc 0.9387, val loss 0.2015]\n')
+    progress = EpochProgress(2, 1875, stream, interval=0)
+    progress.update(1, lambda: {'acc': 0.5, 'loss': 1.0})
+    progress.update(2, lambda: {'acc': 0.5})        # a shorter line blanks out the rest of the longer one
+    assert stream.getvalue().endswith('\rEpoch     2 [acc 0.5000] >.................... 2 / 1875' + ' ' * len(', loss 1.0000'))
+
+
+def test_progress_does_not_read_metrics_between_redraws_or_off_terminal():
+    reads = []
+    stream = io.StringIO()        # not a terminal
+    progress = EpochProgress(1, 10, stream)
+    for done in range(1, 11):
+        progress.update(done, lambda: reads.append(1) or {})
+    progress.finish({'acc': 0.5})
+    assert reads == [] and stream.getvalue() == 'Epoch     1 [acc 0.5000]\n'
+
+
+def test_override_rules():
+    original = {'definitions': [{'name': 'a', 'spec': {'x': 1, 'y': [1, 2]}}, {'name': 'b', 'spec': {}}],
+                'pipelines': {'p': {'k': 1}}}
+    merged = merge(original, {
+        'definitions': {'options': [{'name': 'a', 'spec': {'y': [3]}}, {'name': 'c'}],
+                        'replace_strategy': 'override', 'override_key': ['name']},
+        'pipelines': {'p': {'replace_strategy': 'replace', 'options': {'z': 2}}}})
+    assert merged == {'definitions': [{'name': 'a', 'spec': {'x': 1, 'y': [3]}}, {'name': 'b', 'spec': {}},
+                                      {'name': 'c'}], 'pipelines': {'p': {'z': 2}}}
+    assert original['definitions'][0]['spec']['y'] == [1, 2], 'the original is not modified'
+    with pytest.raises(MergeError):
+        merge(original, {'pipelines': {'replace_strategy': 'swap', 'options': {}}})
+
+
+def test_components():
+    assert BatchDivide()([(1, 'a'), (2, 'b')]) == ([1, 2], ['a', 'b'])
+    assert EpochsCompleted(2)(2, []) and not EpochsCompleted(2)(1, [])
+    accuracy = Accuracy()
+    accuracy.update(torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 0, 0]))
+    accuracy.update(torch.tensor([5]), torch.tensor([5]))
+    assert accuracy.compute().item() == pytest.approx(0.6)
+    import torchmetrics
+    assert isinstance(Accuracy(task='multiclass', num_classes=3), torchmetrics.classification.MulticlassAccuracy)
+
+
+def test_store_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    store = SessionStore.create(tmp_path / 's', '{}', {'seed': 1}, {'n': 0})
+    store.save_checkpoint(1, {'n': 1})
+    store.save_checkpoint(2, {'n': 2})
+    (tmp_path / 's' / 'checkpoints' / 'epoch_2.sha256').unlink()     # killed between the two writes
+    assert store.latest_checkpoint() == (1, {'n': 1})
+    with open(tmp_path / 's' / 'checkpoints' / 'epoch_1.pt', 'r+b') as f:
+        f.write(b'x')                                                     # torn write
+    assert store.latest_checkpoint() == (0, {'n': 0})
+    assert not [p for p in os.listdir(tmp_path / 's' / 'checkpoints') if p.startswith('.tmp')]
+
+
+def test_ctrl_c_exits_130_and_resume_continues(tmp_path, tiny_mnist):
+    import shutil
+    package = tmp_path / 'my_examples' / 'mnist'
+    package.mkdir(parents=True)
+    (tmp_path / 'my_examples' / '__init__.py').write_text('')
+    shutil.copy(os.path.join(REPO, 'examples', 'mnist', '__init__.py'), package / '__init__.py')
+    write_json(package / 'training.json', tutorial_spec(tiny_mnist, epochs=30))
+    env = dict(os.environ, PYTHONPATH=REPO)
+    subprocess.run([sys.executable, os.path.join(REPO, 'init.py'), 'my_examples/mnist/training.json'],
+                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), 'pretrained'], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / 'pretrained' / 'checkpoints' / 'epoch_1.sha256').exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert 'interrupted' in err and 'Traceback' not in err
+    saved = SessionStore(str(tmp_path / 'pretrained')).latest_checkpoint()[0]
+    assert saved >= 1

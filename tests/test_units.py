@@ -139,3 +139,20 @@ def test_ctrl_c_exits_130_and_resume_continues(tmp_path, tiny_mnist):
     assert 'interrupted' in err and 'Traceback' not in err
     saved = SessionStore(str(tmp_path / 'pretrained')).latest_checkpoint()[0]
     assert saved >= 1
+
+
+@pytest.mark.parametrize('kind, name', [('training', 'training.json'), ('evaluation', 'evaluation.json'),
+                                        ('inference', 'inference.json')])
+def test_json_schemas_accept_the_examples(kind, name):
+    import json
+    import subprocess
+    import jsonschema
+    schema = json.loads(subprocess.run([sys.executable, '-m', 'torchassistant.schema', kind], cwd=REPO,
+                                       capture_output=True, text=True, check=True).stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    with open(os.path.join(REPO, 'examples', 'mnist', name)) as f:
+        example = json.load(f)
+    jsonschema.validate(example, schema)
+    broken = dict(example, sesion_dir='typo')
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)

@@ -22,10 +22,12 @@ class Criterion:
     transform: object
     where: str           # spec location of the definition
 
-    def values(self, variables):
+    def values(self, variables, device):
+        """The inputs read from `variables`, transformed; tensors a transform made on the CPU
+        (the tutorial's `torch.LongTensor(labels)`) are moved to `device`."""
         values = [variables[name] for name in self.inputs]
         if self.transform is not None:
-            values = self.transform(*values)
+            values = [to_device(v, device) for v in self.transform(*values)]
         return values
 
 
@@ -93,7 +95,7 @@ class Pipeline:
         results = self.forward(port_frames)
         total = None
         for use, meter in zip(self.losses, meters.losses):
-            loss, count = _apply(use, results)
+            loss, count = _apply(use, results, self.device)
             meter.add(loss.detach(), count)
             total = loss if total is None else total + loss
         for optimizer in self.optimizers:
@@ -106,7 +108,7 @@ class Pipeline:
     def eval_step(self, port_frames, meters):
         results = self.forward(port_frames)
         for use, meter in zip(self.losses, meters.losses):
-            meter.add(*_apply(use, results))
+            meter.add(*_apply(use, results, self.device))
         meters.update_metrics(results)
         return results
 
@@ -118,11 +120,11 @@ class Pipeline:
         return [use.display_name for use in self.metrics + self.losses]
 
 
-def _apply(use, results):
+def _apply(use, results, device):
     """(value, batch size) of the loss `use` on the node frame it reads; errors name the loss and its inputs."""
     variables = results[use.node]
     try:
-        values = use.criterion.values(variables)
+        values = use.criterion.values(variables, device)
         return use.criterion.function(*values), batch_size(values)
     except Exception as e:
         received = {name: describe(variables[name]) for name in use.criterion.inputs if name in variables}
@@ -150,8 +152,7 @@ class Meters:
         for use, meter in zip(self.pipeline.metrics, self.metrics):
             variables = results[use.node]
             try:
-                values = use.criterion.values(variables)
-                meter.update(*values)
+                meter.update(*use.criterion.values(variables, self.pipeline.device))
             except Exception as e:
                 received = {n: describe(variables[n]) for n in use.criterion.inputs if n in variables}
                 raise StepError(f'metric "{use.criterion.name}" ({use.criterion.where})', received, e) from e

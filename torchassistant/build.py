@@ -70,7 +70,7 @@ def build(document, learned, device):
         builder = _BUILDERS[group]
         getattr(entities, group)[name] = _call_user_code(where, builder, spec, name, entities, learned, device)
     for name, spec in data['pipelines'].items():
-        where = document.describe(('initialize', 'pipelines', name))
+        where = entities.where['pipelines', name] = document.describe(('initialize', 'pipelines', name))
         entities.pipelines[name] = _call_user_code(where, _build_pipeline, name, spec, entities, device)
     return entities
 
@@ -163,7 +163,8 @@ def _criterion(kind, group):
 def _batch_processor(spec, name, entities, learned, device):
     optimizers = entities.optimizers
     nodes = [graph.Node(n['model_name'], entities.models[n['model_name']], list(n['inputs']),
-                        list(n['outputs']), n.get('optimizer_name'), optimizers.get(n.get('optimizer_name')))
+                        list(n['outputs']), n.get('optimizer_name'), optimizers.get(n.get('optimizer_name')),
+                        entities.where['models', n['model_name']])
              for n in spec['neural_graph']]
     adapters = {key: instantiate(spec[key], entities, key) for key in ('input_adapter', 'output_adapter')
                 if key in spec}
@@ -200,7 +201,7 @@ def default_graph(entities):
         name, model = next(iter(entities.models.items()))
         optimizer_name, optimizer = next(((n, o) for n, o in entities.optimizers.items()
                                           if o.model_name == name), (None, None))
-        return graph.single_model_graph(name, model, optimizer_name, optimizer)
+        return graph.single_model_graph(name, model, optimizer_name, optimizer, entities.where['models', name])
     return None
 
 
@@ -215,4 +216,4 @@ def _build_pipeline(name, spec, entities, device):
                   entry.get('node_name', default_node)) for entry in spec.get('losses', [])]
     metrics = [Use(entry.get('display_name', entry['metric_name']), entities.metrics[entry['metric_name']],
                    entry.get('node_name', default_node)) for entry in spec.get('metrics', [])]
-    return Pipeline(name, batch_graph, feeds, losses, metrics, device)
+    return Pipeline(name, batch_graph, feeds, losses, metrics, device, entities.where['pipelines', name])

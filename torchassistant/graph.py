@@ -29,6 +29,7 @@ class Node:
     outputs: list
     optimizer_name: str = None
     optimizer: object = None
+    where: str = ''          # spec location of the model's definition, for messages
 
 
 class BatchProcessor:
@@ -52,7 +53,8 @@ class BatchProcessor:
                 result = node.model(*args)
             except Exception as e:
                 received = {name: describe(value) for name, value in zip(node.inputs, args)}
-                raise StepError(f'model "{node.model_name}" in batch processor "{self.name}"', received, e) from e
+                raise StepError(f'model "{node.model_name}" ({node.where}) in batch processor "{self.name}"',
+                                received, e) from e
             if isinstance(result, torch.Tensor):
                 result = (result,)
             named = dict(zip(node.outputs, result))
@@ -118,9 +120,9 @@ def topological_order(nodes, ingoing_edges):
 AUTO_PORT = 'input'
 
 
-def single_model_graph(model_name, model, optimizer_name=None, optimizer=None):
+def single_model_graph(model_name, model, optimizer_name=None, optimizer=None, where=''):
     """The graph a spec with one model gets: the model reads `input_1`, its first output is `y_hat`."""
-    node = Node(model_name, model, ['input_1'], ['y_hat'], optimizer_name, optimizer)
+    node = Node(model_name, model, ['input_1'], ['y_hat'], optimizer_name, optimizer, where)
     processor = BatchProcessor(model_name, [node])
     return BatchGraph(model_name, {model_name: processor}, [AUTO_PORT], {model_name: [AUTO_PORT]})
 

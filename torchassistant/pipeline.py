@@ -27,7 +27,11 @@ class Criterion:
         (the tutorial's `torch.LongTensor(labels)`) are moved to `device`."""
         values = [variables[name] for name in self.inputs]
         if self.transform is not None:
-            values = [to_device(v, device) for v in self.transform(*values)]
+            transformed = self.transform(*values)
+            if not isinstance(transformed, (tuple, list)):
+                raise TypeError(f'its transform must return a tuple of values, one per argument of the '
+                                f'{self.kind}; it returned {describe(transformed)}')
+            values = [to_device(v, device) for v in transformed]
         return values
 
 
@@ -58,8 +62,9 @@ class Feed:
 
 
 class Pipeline:
-    def __init__(self, name, graph, feeds, losses, metrics, device):
+    def __init__(self, name, graph, feeds, losses, metrics, device, where=''):
         self.name = name
+        self.where = where
         self.graph = graph
         self.feeds = feeds
         self.losses = losses

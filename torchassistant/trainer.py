@@ -127,7 +127,7 @@ class step_errors:
     def __exit__(self, kind, exc, tb):
         if exc is None or not isinstance(exc, Exception) or isinstance(exc, errors.TorchAssistantError):
             return False
-        message = f'pipeline "{self.pipeline.name}" failed in {self.phase}'
+        message = f'pipeline "{self.pipeline.name}" ({self.pipeline.where}) failed in {self.phase}'
         original = exc
         if isinstance(exc, StepError):
             message += f': {exc.where}'

@@ -91,17 +91,21 @@ class Trainer:
             pipeline.train(True)
         active = [(p, p.batches()) for p in stage.training]
         done = 0
-        while active:
-            for entry in list(active):
-                pipeline, batches = entry
-                with step_errors(pipeline, f'training (stage {stage.index}, epoch {number}, batch {done + 1})'):
+        try:
+            while active:
+                for entry in list(active):
+                    pipeline, batches = entry
                     frames = next(batches, None)
                     if frames is None:
                         active.remove(entry)
                         continue
                     pipeline.train_step(frames, meters[pipeline.name])
-                done += 1
-                bar.update(done, running)
+                    done += 1
+                    bar.update(done, running)
+        except errors.TorchAssistantError:
+            raise
+        except Exception as e:
+            raise step_error(pipeline, f'training (stage {stage.index}, epoch {number}, batch {done + 1})', e) from e
         for optimizer in {id(o): o for p in stage.training for o in p.optimizers}.values():
             if hasattr(optimizer, 'lr_scheduler'):
                 optimizer.lr_scheduler.step()
@@ -114,8 +118,7 @@ class Trainer:
 
 
 class step_errors:
-    """Turn an exception from user code during a pipeline's iteration into a UserCodeError that
-    names the pipeline, the phase, the failing model/loss/metric and what it received."""
+    """Context manager: an exception from user code while running `pipeline` becomes `step_error`."""
 
     def __init__(self, pipeline, phase):
         self.pipeline = pipeline
@@ -125,21 +128,23 @@ class step_errors:
         return self
 
     def __exit__(self, kind, exc, tb):
-        if exc is None or not isinstance(exc, Exception) or isinstance(exc, errors.TorchAssistantError):
-            return False
-        message = f'pipeline "{self.pipeline.name}" ({self.pipeline.where}) failed in {self.phase}'
-        original = exc
-        if isinstance(exc, StepError):
-            message += f': {exc.where}'
-            original = exc.original
-            received = ', '.join(f'{name} = {text}' for name, text in exc.received.items())
-            details = f'\n  It received: {received}' if received else ''
-            if exc.where.startswith('model') and any(t.startswith(('list', 'tuple')) for t in exc.received.values()):
-                collators = ', '.join(sorted({f'"{f.loader_name}" uses {resolve.qualified_name(type(f.loader.collate_fn))}'
-                                              for f in self.pipeline.feeds}))
-                details += (f'\n  A model needs tensors, but it was given a list (data loader {collators}). '
-                            f'Use a collator that returns tensors, e.g. a BatchDivide subclass that stacks '
-                            f'the images with torch.stack, as MyCollator in the tutorial does.')
-            raise errors.user_code_error(message, original, details) from original
-        raise errors.user_code_error(message + ' (loading a batch)', original) from original
+        if isinstance(exc, Exception) and not isinstance(exc, errors.TorchAssistantError):
+            raise step_error(self.pipeline, self.phase, exc) from exc
+        return False
+
+
+def step_error(pipeline, phase, exc):
+    """A UserCodeError naming the pipeline, the phase, the failing model/loss/metric and what it received."""
+    message = f'pipeline "{pipeline.name}" ({pipeline.where}) failed in {phase}'
+    if not isinstance(exc, StepError):
+        return errors.user_code_error(message + ' (loading a batch)', exc)
+    received = ', '.join(f'{name} = {text}' for name, text in exc.received.items())
+    details = f'\n  It received: {received}' if received else ''
+    if exc.where.startswith('model') and any(t.startswith(('list', 'tuple')) for t in exc.received.values()):
+        collators = ', '.join(sorted({f'"{f.loader_name}" uses {resolve.qualified_name(type(f.loader.collate_fn))}'
+                                      for f in pipeline.feeds}))
+        details += (f'\n  A model needs tensors, but it was given a list (data loader {collators}). '
+                    f'Use a collator that returns tensors, e.g. a BatchDivide subclass that stacks '
+                    f'the images with torch.stack, as MyCollator in the tutorial does.')
+    return errors.user_code_error(f'{message}: {exc.where}', exc.original, details)
 

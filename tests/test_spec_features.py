@@ -162,7 +162,7 @@ def test_graphs_interleaving_stages_and_stop_condition_history(workdir, capsys):
     commands.train('session')
     out = capsys.readouterr().out
     assert 'Training stage 0 in progress' in out and 'Training stage 1 in progress' in out
-    assert 'debug val: [acc ' in out
+    assert 'Debug output of pipeline "val":\nh:tensor([[' in out and '\nscores:tensor([[' in out
     # the stop condition saw the stage's epoch count and its per-epoch rows
     assert toy.StopAfter.seen[-1][0] == 2 and len(toy.StopAfter.seen[-1][1]) == 2
     assert set(toy.StopAfter.seen[-1][1][0]) == {'acc'}

@@ -121,8 +121,10 @@ class Pipeline:
         for model in self.models:
             model.train(mode)
 
-    def display_names(self):
-        return [use.display_name for use in self.metrics + self.losses]
+    def output_names(self, node):
+        """Names of the outputs the graph node `node` adds to its frame."""
+        processor = dict((name, p) for name, p, _ in self.graph.order)[node]
+        return [name for n in processor.nodes for name in n.outputs]
 
 
 def _apply(use, results, device):

@@ -112,9 +112,21 @@ class Trainer:
         row = run_pipelines(stage.validation, stage.eval_steps) if stage.validation else running()
         bar.finish(row)
         for pipeline in stage.debug:
-            print(f'debug {pipeline.name}: {format_metrics(run_pipelines([pipeline], 1, "debug"))}',
-                  file=self.stream)
+            self.debug(pipeline)
         return row
+
+    def debug(self, pipeline):
+        """Print the named outputs of one forward-only batch of `pipeline`, as inference does."""
+        pipeline.train(False)
+        with torch.inference_mode(), step_errors(pipeline, 'debug'):
+            frames = next(pipeline.batches(1), None)
+            if frames is None:
+                return
+            results = pipeline.forward(frames)
+        print(f'Debug output of pipeline "{pipeline.name}":', file=self.stream)
+        for node, frame in results.items():
+            for name in (n for n in pipeline.output_names(node) if n in frame):   # an output adapter may drop some
+                print(f'{name}:{frame[name]}', file=self.stream)
 
 
 class step_errors:

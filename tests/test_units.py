@@ -33,7 +33,7 @@ def test_locations_name_the_definition_and_the_line():
 
 @pytest.mark.parametrize('text, where, says', [
     ('', '1:1', 'empty'),
-    ('{"a": 1,}', '1:9', 'trailing comma'),
+    ('{"a": 1,}', '1:8', 'trailing comma'),
     ('{"a": [1, 2}', '1:12', 'expected "," or "]"'),
     ('{\n  // note\n  "a": 1}', '2:3', 'comments are not allowed'),
     ('{"a": 1', '1:8', 'unclosed'),

@@ -11,7 +11,7 @@ from torchassistant.build import LearnedState
 from torchassistant.device import choose_device
 from torchassistant.errors import UsageError
 from torchassistant.spec import loader, validate
-from torchassistant.spec.merge import MergeError, merge
+from torchassistant.spec.merge import MergeError, merged_document
 from torchassistant.store import SessionStore
 
 
@@ -21,14 +21,13 @@ def load_spec(path, kind):
     if os.path.isdir(path):
         hint = ' (that is the form train.py takes; this command takes a spec file)' \
             if os.path.isfile(os.path.join(path, 'session.json')) else ''
-        raise UsageError(f'"{path}" is a folder; expected a {kind} spec file (.json){hint}')
+        raise UsageError(f'"{path}" is a folder; expected the {kind} spec file (.json){hint}')
     if not os.path.isfile(path):
         raise UsageError(f'{kind} spec "{path}" does not exist')
     document = loader.load_file(path)
     if not isinstance(document.data, dict):
         raise errors.SpecError(path, [document.problem((), 'a spec must be a JSON object {...}')])
-    problems = validate.check_training(document) if kind == 'training' else validate.structure(document, kind)
-    validate.raise_for_problems(problems, path)
+    validate.raise_for_problems(validate.check(document, kind), path)
     return document
 
 
@@ -88,18 +87,21 @@ class Opened:
         self.store, self.document, self.entities, self.epoch, self.state = store, document, entities, epoch, state
 
 
-def open_session(session_dir, overrides=None, overrides_document=None):
-    store = SessionStore.open(session_dir)
+def open_session(session_dir, spec_document=None):
+    """Open the session; `spec_document` is the evaluation or inference spec that named it, whose
+    `initialize` overrides (if any) are merged into the session's training spec for this run."""
+    try:
+        store = SessionStore.open(session_dir)
+    except UsageError as e:
+        if spec_document is None:
+            raise
+        raise UsageError(f'{spec_document.describe(("session_dir",))}: {e.message}') from None
     document = loader.load_file(store.spec_file())
-    if overrides is not None:
+    if spec_document is not None and 'initialize' in spec_document.data:
         try:
-            merged = merge(document.data['initialize'], overrides)
+            document = merged_document(document, spec_document)
         except MergeError as e:
-            raise errors.SpecError(overrides_document.source,
-                                   [overrides_document.problem(('initialize',) + e.path, str(e))]) from None
-        document = loader.Document({**document.data, 'initialize': merged},
-                                   f'{store.spec_file()} (with the overrides of {overrides_document.source})',
-                                   document.text, document.positions)
+            raise errors.SpecError(spec_document.source, [spec_document.problem(e.path, str(e))]) from None
     validate.raise_for_problems(validate.check_training(document), document.source)
     learned = LearnedState.from_state_dict(store.learned_state())
     epoch, state = store.latest_checkpoint()
@@ -127,7 +129,7 @@ def train(session_dir, stream=None):
 def evaluate(spec_path, stream=None):
     document = load_spec(spec_path, 'evaluation')
     spec = document.data
-    session = open_session(spec['session_dir'], spec.get('initialize'), document)
+    session = open_session(spec['session_dir'], document)
     pipelines = _pipelines(document, session, 'validation_pipelines', spec['validation_pipelines'])
     checkpoint.restore_weights(session.entities, session.state)
     row = trainer.run_pipelines(pipelines, spec.get('eval_steps', 1.0), 'evaluation')
@@ -136,8 +138,10 @@ def evaluate(spec_path, stream=None):
 
 
 def _pipelines(document, session, key, names):
+    """The pipelines `names` listed at `key` of `document` (a list, or one name as a string)."""
     known = session.entities.pipelines
-    problems = [document.problem((key, i), f'session "{session.store.path}" has no pipeline "{name}"'
+    at = (lambda i: (key, i)) if isinstance(document.data[key], list) else (lambda i: (key,))
+    problems = [document.problem(at(i), f'session "{session.store.path}" has no pipeline "{name}"'
                                  + validate.resolve.suggest(name, known) + f'; its pipelines: {", ".join(known)}')
                 for i, name in enumerate(names) if name not in known]
     validate.raise_for_problems(problems, document.source)
@@ -152,7 +156,7 @@ def infer(spec_path, inputs):
     if not inputs:
         raise UsageError('infer.py needs at least one input after the spec, e.g. python infer.py '
                          f'{spec_path} digit.png')
-    session = open_session(spec['session_dir'], spec.get('initialize'), document)
+    session = open_session(spec['session_dir'], document)
     pipeline, = _pipelines(document, session, 'inference_pipeline', [spec['inference_pipeline']])
     checkpoint.restore_weights(session.entities, session.state)
     inference.run(spec, document, session.entities, pipeline, inputs)

@@ -7,6 +7,8 @@ from torchassistant import errors
 from torchassistant.build import instantiate
 from torchassistant.data import apply_preprocessors, preprocessors_of
 from torchassistant.errors import UsageError
+from torchassistant.resolve import suggest
+from torchassistant.spec.validate import raise_for_problems
 
 
 class PrintResults:
@@ -27,6 +29,11 @@ def run(spec, document, entities, pipeline, inputs):
         raise UsageError(f'{document.describe(("inputs_meta",))} has {len(metas)} entries, so exactly '
                          f'{len(metas)} inputs are expected (one example); got {len(inputs)}')
     feeds = {feed.port: feed for feed in pipeline.feeds}
+    problems = [document.problem(('inputs_meta', i, 'input_port'),
+                                 f'pipeline "{pipeline.name}" has no input port "{m["input_port"]}"'
+                                 + suggest(m['input_port'], feeds) + f'; its ports: {", ".join(feeds)}')
+                for i, m in enumerate(metas) if 'input_port' in m and m['input_port'] not in feeds]
+    raise_for_problems(problems, document.source)
     if len(metas) == 1:
         # every input is one example, all of them one batch
         port = metas[0].get('input_port', pipeline.feeds[0].port)
@@ -62,17 +69,19 @@ def run(spec, document, entities, pipeline, inputs):
 
 
 def _convert(document, index, converter, text, feed):
+    converter_at = document.describe(("inputs_meta", index, "input_converter"))
     try:
         example = converter(text)
     except (FileNotFoundError, IsADirectoryError) as e:
+        if os.path.isdir(text):
+            raise UsageError(f'input {text!r} is a folder; the input converter at {converter_at} '
+                             f'expects a file') from e
         if os.path.exists(text):
-            raise errors.user_code_error(f'{document.describe(("inputs_meta", index, "input_converter"))} '
-                                         f'failed on {text!r}', e) from e
-        raise UsageError(f'input {text!r} does not exist (the input converter at '
-                         f'{document.describe(("inputs_meta", index, "input_converter"))} opens it as a file)') from e
+            raise errors.user_code_error(f'{converter_at} failed on {text!r}', e) from e
+        raise UsageError(f'input {text!r} does not exist (the input converter at {converter_at} '
+                         f'opens it as a file)') from e
     except Exception as e:
-        raise errors.user_code_error(f'{document.describe(("inputs_meta", index, "input_converter"))} '
-                                     f'failed on {text!r}', e) from e
+        raise errors.user_code_error(f'{converter_at} failed on {text!r}', e) from e
     for preprocessors in preprocessors_of(feed.loader.dataset):
         example = apply_preprocessors(preprocessors, example)
     return example

@@ -52,17 +52,30 @@ def resolve(name, home=None):
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         missing = e.name or module_name
+        if not (module_name + '.').startswith(missing + '.'):
+            raise ResolveError(f'importing module "{module_name}" failed: it imports "{missing}", which is '
+                               f'not installed' + _in_user_code(e)) from e
         hint = ' (paths are relative to the current directory, ' + os.getcwd() + ')' \
             if not missing.startswith(('torch', 'torchvision', 'torchmetrics')) else ''
         raise ResolveError(f'cannot import module "{module_name}": no module named "{missing}"{hint}') from None
     except Exception as e:
-        raise ResolveError(f'importing module "{module_name}" failed: {type(e).__name__}: {e}') from e
+        raise ResolveError(f'importing module "{module_name}" failed: {type(e).__name__}: {e}'
+                           + _in_user_code(e)) from e
     try:
         return getattr(module, attribute)
     except AttributeError:
         names = [n for n in dir(module) if not n.startswith('_')]
         raise ResolveError(f'module "{module_name}" has no attribute "{attribute}"'
                            + _suggest(attribute, names)) from None
+
+
+def _in_user_code(exc):
+    """The frames of the user's own files that `exc` passed through, indented to sit under a
+    problem of a spec report, or ''."""
+    import textwrap
+    from torchassistant.errors import user_frames
+    frames = user_frames(exc)
+    return '\n    In your code:\n' + textwrap.indent(frames, '  ') if frames else ''
 
 
 def _suggest(name, candidates):
@@ -96,14 +109,24 @@ def check_call(target, args, kwargs, leading=0):
         return []
     except TypeError as e:
         message = str(e)
-    keywords = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    given = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:leading]
+    keywords = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.name not in given]
     unknown = [k for k in kwargs if k not in keywords] \
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters) else []
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters) else [k for k in kwargs if k in given]
     if unknown:
-        return [f'unknown keyword argument "{k}"{_suggest(k, keywords)}; accepted: {", ".join(keywords)}'
-                for k in unknown]
+        return [_unknown_keyword(k, keywords, given, target) for k in unknown]
     shown = ', '.join(p.name if p.default is p.empty else f'{p.name}=...' for p in parameters)
     return [f'the arguments do not match {_callable_name(target)}({shown}): {message}']
+
+
+def _unknown_keyword(keyword, keywords, given, target):
+    """Why `keyword` cannot be passed: TorchAssistant passes it itself, or no parameter has that name."""
+    if keyword in given:
+        return f'unknown keyword argument "{keyword}": TorchAssistant passes "{keyword}" itself; remove it'
+    if not keywords:
+        return f'unknown keyword argument "{keyword}": {_callable_name(target)} takes no keyword arguments'
+    return f'unknown keyword argument "{keyword}"{_suggest(keyword, keywords)}; accepted: {", ".join(keywords)}'
 
 
 def _callable_name(target):

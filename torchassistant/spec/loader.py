@@ -13,6 +13,9 @@ from torchassistant.errors import SpecError
 _NUMBER = re.compile(r'-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?')
 _WHITESPACE = re.compile(r'[ \t\n\r]*')
 _LITERALS = {'true': True, 'false': False, 'null': None}
+_MAX_DEPTH = 100      # far beyond any spec; keeps the recursive parser clear of Python's recursion limit
+_MAX_DIGITS = 4000    # int() refuses longer digit strings (sys.get_int_max_str_digits)
+_SHOWN = 120          # at most this much of the offending line is shown
 
 
 @dataclass
@@ -23,8 +26,10 @@ class Problem:
     document: 'Document' = None
 
     def sort_key(self):
-        line, column = self.document.position(self.path) if self.document else (0, 0)
-        return line, column, self.message
+        """File, then line and column: problems come in the order a reader meets them."""
+        if not self.document:
+            return '', 0, 0, self.message
+        return (self.document.source_of(self.path),) + tuple(self.document.position(self.path)) + (self.message,)
 
     def __str__(self):
         return self.document.describe(self.path) + ': ' + self.message if self.document \
@@ -46,10 +51,15 @@ class Document:
             path = path[:-1]
         return self.positions.get(path, (0, 0))
 
+    def source_of(self, path):
+        """The file that holds the value at `path` (a merged document draws on two)."""
+        return self.source
+
     def describe(self, path):
         """'file.json:12:9 initialize.definitions[5] "LeNet5" spec.class'"""
         line, column = self.position(path)
-        where = f'{self.source}:{line}:{column}' if line else self.source
+        source = self.source_of(path)
+        where = f'{source}:{line}:{column}' if line else source
         text = format_path(path, self.data)
         return f'{where} {text}' if text else where
 
@@ -65,7 +75,7 @@ def format_path(path, data=None):
         if isinstance(key, int):
             out += f'[{key}]'
             node = node[key] if isinstance(node, list) and key < len(node) else None
-            if isinstance(node, dict) and isinstance(node.get('name'), str):
+            if isinstance(node, dict) and isinstance(node.get('name'), str) and node['name']:
                 out += f' "{node["name"]}"'
         else:
             out += ('.' if out and not out.endswith('"') else ' ' if out else '') + str(key)
@@ -76,7 +86,7 @@ def format_path(path, data=None):
 def load_file(path):
     """Read and parse a spec file; raise SpecError with line:column on any syntax error."""
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:   # -sig: a byte order mark is not JSON
             text = f.read()
     except UnicodeDecodeError as e:
         raise SpecError(path, [f'{path}: not a UTF-8 text file ({e.reason} at byte {e.start})'])
@@ -117,21 +127,34 @@ class _Parser:
                 raise _SyntaxError(pos, 'unexpected text after the end of the JSON value')
             return value
         except _SyntaxError as e:
-            line, column = self.line_column(e.pos)
-            shown = self.text.splitlines()[line - 1] if self.text.splitlines() else ''
-            message = (f'{self.source}:{line}:{column}: invalid JSON: {e.message}\n'
-                       f'      {shown}\n      {" " * (column - 1)}^')
-            raise SpecError(self.source, [message]) from None
+            raise SpecError(self.source, [self.describe_error(e.pos, e.message)]) from None
+
+    def describe_error(self, pos, message):
+        """'file:line:column: invalid JSON: message', then the line itself and a caret under the column.
+        An error at the end of the file points just after its last visible character."""
+        if pos >= len(self.text):
+            pos = len(self.text.rstrip())
+        line, column = self.line_column(pos)
+        start = self._line_starts[line - 1]
+        end = self.text.find('\n', start)
+        shown = self.text[start:end if end >= 0 else len(self.text)].rstrip('\r')
+        shown = ''.join(c if c.isprintable() or c == '\t' else ' ' for c in shown)
+        cut = max(0, column - 1 - _SHOWN // 2) if len(shown) > _SHOWN else 0
+        excerpt = ('...' if cut else '') + shown[cut:cut + _SHOWN] + ('...' if len(shown) > cut + _SHOWN else '')
+        caret = ('   ' if cut else '') + ''.join(c if c == '\t' else ' ' for c in shown[cut:column - 1])
+        return f'{self.source}:{line}:{column}: invalid JSON: {message}\n      {excerpt}\n      {caret}^'
 
     def _skip(self, pos):
         pos = _WHITESPACE.match(self.text, pos).end()
-        if self.text.startswith(('//', '/*'), pos):
+        if self.text.startswith(('//', '/*', '#'), pos):
             raise _SyntaxError(pos, 'comments are not allowed in JSON')
         return pos
 
     def _value(self, pos, path):
         self.positions[path] = self.line_column(pos)
         char = self.text[pos:pos + 1]
+        if char in '{[' and len(path) >= _MAX_DEPTH:
+            raise _SyntaxError(pos, f'objects and lists are nested more than {_MAX_DEPTH} levels deep')
         if char == '{':
             return self._object(pos + 1, path)
         if char == '[':
@@ -140,8 +163,7 @@ class _Parser:
             return self._string(pos)
         match = _NUMBER.match(self.text, pos)
         if match:
-            number = match.group()
-            return (float(number) if any(c in number for c in '.eE') else int(number)), match.end()
+            return self._number(pos, match.group()), match.end()
         for word, value in _LITERALS.items():
             if self.text.startswith(word, pos):
                 return value, pos + len(word)
@@ -150,6 +172,17 @@ class _Parser:
         if not char:
             raise _SyntaxError(pos, 'the file ends before the JSON value is complete (unclosed { or [ ?)')
         raise _SyntaxError(pos, f'expected a value (object, list, string, number, true, false or null), found {char!r}')
+
+    def _number(self, pos, number):
+        if any(c in number for c in '.eE'):
+            value = float(number)
+            if value in (float('inf'), float('-inf')):
+                raise _SyntaxError(pos, f'the number {number} is too large')
+            return value
+        if len(number.lstrip('-')) > _MAX_DIGITS:
+            raise _SyntaxError(pos, f'the number {number[:20]}... has {len(number)} digits; '
+                                    f'at most {_MAX_DIGITS} are allowed')
+        return int(number)
 
     def _string(self, pos):
         try:
@@ -163,10 +196,10 @@ class _Parser:
         if self.text[pos:pos + 1] == '}':
             return result, pos + 1
         while True:
-            pos = self._skip(pos)
+            comma, pos = pos - 1, self._skip(pos)     # after the first round, pos - 1 is a comma
             char = self.text[pos:pos + 1]
             if char == '}':
-                raise _SyntaxError(pos, 'trailing comma before "}"')
+                raise _SyntaxError(comma, 'trailing comma before "}"')
             if char != '"':
                 hint = 'the file ends inside an object (unclosed "{")' if not char else \
                     f'expected a key in double quotes, found {char!r}'
@@ -196,9 +229,9 @@ class _Parser:
         if self.text[pos:pos + 1] == ']':
             return result, pos + 1
         while True:
-            pos = self._skip(pos)
+            comma, pos = pos - 1, self._skip(pos)     # after the first round, pos - 1 is a comma
             if self.text[pos:pos + 1] == ']':
-                raise _SyntaxError(pos, 'trailing comma before "]"')
+                raise _SyntaxError(comma, 'trailing comma before "]"')
             value, pos = self._value(pos, path + (len(result),))
             result.append(value)
             pos = self._skip(pos)

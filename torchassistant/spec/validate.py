@@ -15,6 +15,7 @@ from torchassistant import resolve
 from torchassistant.data import SLICES
 from torchassistant.errors import SpecError
 from torchassistant.schema import GROUPS, SCHEMAS
+from torchassistant.stop_conditions import EpochsCompleted
 
 _JSON_TYPES = {dict: 'an object', list: 'a list', str: 'a string', bool: 'true/false', int: 'a number',
                float: 'a number', type(None): 'null'}
@@ -24,6 +25,14 @@ def raise_for_problems(problems, source):
     if problems:
         problems = sorted(problems, key=lambda p: p.sort_key())
         raise SpecError(source, problems)
+
+
+def check(document, kind):
+    """All problems of a spec of `kind` that can be found before its session is opened. An evaluation
+    spec's overrides are checked later, merged into the session's training spec."""
+    checks = {'training': check_training, 'evaluation': lambda d: structure(d, 'evaluation'),
+              'inference': check_inference}
+    return checks[kind](document)
 
 
 def structure(document, kind):
@@ -83,12 +92,33 @@ def _translate(document, error):
 def check_training(document):
     """All problems of a training spec (structure, then semantics)."""
     problems = structure(document, 'training')
-    if any(p.path[:1] in [(), ('initialize',)] and len(p.path) <= 2 and 'definitions' not in p.path[1:]
-           and 'pipelines' not in p.path[1:] for p in problems):
-        return problems   # the skeleton itself is broken: nothing further can be checked sensibly
     bad = {p.path[:3] for p in problems}
     _Semantics(document, problems, bad).run()
     return _dedupe(problems)
+
+
+def check_inference(document):
+    """Problems of an inference spec: structure, then its input converters, post-processor and
+    output device resolve and take the arguments given (the post-processor gets the session first)."""
+    problems = structure(document, 'inference')
+    checker = _Semantics(document, problems, set())
+    metas = _section(document.data, ('inputs_meta',), list)
+    for i, meta in enumerate(metas if metas is not None and checker.sound(('inputs_meta',)) else []):
+        if checker.sound(('inputs_meta', i)):
+            checker.buildable(('inputs_meta', i, 'input_converter'), meta['input_converter'])
+    for key, leading in (('post_processor', 1), ('output_device', 0)):
+        if key in document.data and checker.sound((key,)):
+            checker.buildable((key,), document.data[key], leading=leading)
+    return _dedupe(problems)
+
+
+def _section(data, path, kind):
+    """The value at `path` when each step leads through an object and it is a `kind`, else None."""
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data if isinstance(data, kind) else None
 
 
 class _Semantics:
@@ -96,9 +126,12 @@ class _Semantics:
         self.doc = document
         self.problems = problems
         self.bad = bad
+        self.structural = [p.path for p in problems]
         self.defined = {group: {} for group in GROUPS}      # group -> name -> definition index
-        self.definitions = document.data.get('initialize', {}).get('definitions', [])
-        self.outputs = {}      # batch processor -> list of output names
+        self.definitions = _section(document.data, ('initialize', 'definitions'), list)
+        self.misfiled = set()  # names of definitions with an unknown group (already reported)
+        self.outputs = {}      # batch processor (or lone model) -> output names; absent when unknown
+        self.needs = {}        # batch processor (or lone model) -> [(where, model, variable)] read from outside
         self.ports = {}        # batch graph -> list of ports
         self.graph_nodes = {}  # batch graph -> list of node names
 
@@ -106,28 +139,48 @@ class _Semantics:
         self.problems.append(self.doc.problem(path, message))
 
     def run(self):
-        for index, definition in enumerate(self.definitions):
-            path = ('initialize', 'definitions', index)
-            if not isinstance(definition, dict):
-                continue
-            group, name = definition.get('group'), definition.get('name')
-            if group in self.defined and isinstance(name, str):
-                if name in self.defined[group]:
-                    first = self.defined[group][name]
-                    self.add(path + ('name',), f'duplicate name "{name}" in group "{group}" (first defined '
-                                               f'at initialize.definitions[{first}])')
-                    continue
-                if path not in self.bad and isinstance(definition.get('spec'), dict):
-                    getattr(self, 'check_' + group)(path + ('spec',), definition['spec'], index, name)
-                self.defined[group][name] = index
-        pipelines = self.doc.data.get('initialize', {}).get('pipelines', {})
-        for name, pipeline in pipelines.items():
-            if ('initialize', 'pipelines', name) not in self.bad:
-                self.check_pipeline(('initialize', 'pipelines', name), pipeline)
-        stages = self.doc.data.get('train', {}).get('stages', [])
-        for index, stage in enumerate(stages if isinstance(stages, list) else []):
-            if ('train', 'stages', index) not in self.bad and isinstance(stage, dict):
+        """Definitions in order, then pipelines, then stages. A section whose container is malformed
+        is skipped, and so is what refers into it: its structural problem is already reported."""
+        pipelines = _section(self.doc.data, ('initialize', 'pipelines'), dict)
+        if self.definitions is not None:
+            for index, definition in enumerate(self.definitions):
+                self.check_definition(index, definition)
+            for name, pipeline in (pipelines or {}).items():
+                if ('initialize', 'pipelines', name) not in self.bad and isinstance(pipeline, dict):
+                    self.check_pipeline(('initialize', 'pipelines', name), pipeline)
+        stages = _section(self.doc.data, ('train', 'stages'), list)
+        for index, stage in enumerate(stages or []):
+            if isinstance(stage, dict):
                 self.check_stage(('train', 'stages', index), stage, pipelines)
+
+    def check_definition(self, index, definition):
+        """Record the definition's name in its group and check its spec (unless already malformed)."""
+        path = ('initialize', 'definitions', index)
+        if not isinstance(definition, dict) or not isinstance(definition.get('name'), str):
+            return
+        group, name = definition.get('group'), definition['name']
+        if group not in GROUPS:
+            self.misfiled.add(name)
+            return
+        if name in self.defined[group]:
+            first = self.defined[group][name]
+            self.add(path + ('name',), f'duplicate name "{name}" in group "{group}" (first defined '
+                                       f'at initialize.definitions[{first}])')
+            return
+        if path not in self.bad and isinstance(definition.get('spec'), dict):
+            getattr(self, 'check_' + group)(path + ('spec',), definition['spec'], index, name)
+        self.defined[group][name] = index
+
+    def sound(self, path):
+        """No structural problem lies at `path` or inside it."""
+        return not any(p[:len(path)] == path for p in self.structural)
+
+    def spec_of(self, group, name):
+        """The spec of the defined entity `name`, or None when its definition is malformed."""
+        index = self.defined[group][name]
+        if ('initialize', 'definitions', index) in self.bad:
+            return None
+        return self.definitions[index]['spec']
 
     # -- references --
     def ref(self, path, name, group, before):
@@ -141,10 +194,14 @@ class _Semantics:
             self.add(path, f'"{name}" is defined later, at initialize.definitions[{later[0]}]; a definition '
                            f'may refer only to definitions above it')
             return False
-        other = [g for g in GROUPS if name in self.defined[g]]
+        if name in self.misfiled:
+            return False   # its definition's unknown group is the problem, reported there
+        other = [d['group'] for d in self.definitions if isinstance(d, dict) and d.get('name') == name
+                 and d.get('group') in GROUPS and d.get('group') != group]
         hint = f' ("{name}" is one of the {other[0]})' if other else resolve.suggest(name, names)
-        self.add(path, f'there is no {group[:-1].replace("_", " ")} named "{name}"{hint}'
-                       + (f'; defined {group}: {", ".join(names)}' if names else f'; no {group} are defined above'))
+        self.add(path, f'there is no {_singular(group)} named "{name}"{hint}'
+                       + (f'; defined {group}: {", ".join(names)}' if names else f'; no {group} are defined'
+                          + (' above' if before < len(self.definitions) else '')))
         return False
 
     def dataset_ref(self, path, name, before):
@@ -153,8 +210,10 @@ class _Semantics:
         split, _, part = name.rpartition('.')
         if split not in self.defined['splits']:
             return self.ref(path, split, 'splits', before)
-        ratio = self.definitions[self.defined['splits'][split]]['spec'].get('ratio', [])
-        slices = SLICES[:len(ratio)]
+        spec = self.spec_of('splits', split)
+        if spec is None:
+            return True    # the split itself is malformed; its slices are unknown
+        slices = SLICES[:len(spec['ratio'])]
         if part not in slices:
             self.add(path, f'split "{split}" has slices {", ".join(split + "." + s for s in slices)}; '
                            f'"{part}" is not one of them' + resolve.suggest(part, slices))
@@ -242,21 +301,32 @@ class _Semantics:
         self.check_losses(path, spec, index, name, 'metrics')
 
     def check_batch_processors(self, path, spec, index, name):
-        produced = []
+        produced, needs = [], []
         for i, node in enumerate(spec['neural_graph']):
             node_path = path + ('neural_graph', i)
-            self.ref(node_path + ('model_name',), node['model_name'], 'models', index)
-            if 'optimizer_name' in node and self.ref(node_path + ('optimizer_name',), node['optimizer_name'],
-                                                     'optimizers', index):
-                optimizer = self.definitions[self.defined['optimizers'][node['optimizer_name']]]['spec']
-                if optimizer.get('model') != node['model_name']:
-                    self.add(node_path + ('optimizer_name',), f'optimizer "{node["optimizer_name"]}" optimizes '
-                                                              f'model "{optimizer.get("model")}", not "{node["model_name"]}"')
+            if self.ref(node_path + ('model_name',), node['model_name'], 'models', index) \
+                    and 'optimizer_name' in node:
+                self.check_node_optimizer(node_path, node, index)
+            needs += [(f'initialize.definitions[{index}] spec.neural_graph[{i}].inputs[{j}]', node['model_name'], v)
+                      for j, v in enumerate(node['inputs']) if v not in produced]
             produced += node['outputs']
         for key in ('input_adapter', 'output_adapter'):
             if key in spec:
                 self.buildable(path + (key,), spec[key], key)
-        self.outputs[name] = produced
+        # adapters rename variables freely: what goes in or comes out is then unknown
+        if 'input_adapter' not in spec:
+            self.needs[name] = needs
+        if 'output_adapter' not in spec:
+            self.outputs[name] = produced
+
+    def check_node_optimizer(self, node_path, node, index):
+        """The node's optimizer exists and optimizes the node's model."""
+        if not self.ref(node_path + ('optimizer_name',), node['optimizer_name'], 'optimizers', index):
+            return
+        optimizer = self.spec_of('optimizers', node['optimizer_name'])
+        if optimizer is not None and optimizer['model'] != node['model_name']:
+            self.add(node_path + ('optimizer_name',), f'optimizer "{node["optimizer_name"]}" optimizes '
+                                                      f'model "{optimizer["model"]}", not "{node["model_name"]}"')
 
     def check_batch_graphs(self, path, spec, index, name):
         nodes, ports, edges = spec['nodes'], spec['input_ports'], spec['ingoing_edges']
@@ -276,7 +346,14 @@ class _Semantics:
         except ValueError as e:
             self.add(path + ('ingoing_edges',), f'the graph has a {e}')
             return
-        reached, changed = set(ports), True
+        self.check_reachable(path, nodes, ports, edges)
+        self.ports[name], self.graph_nodes[name] = ports, nodes
+
+    def check_reachable(self, path, nodes, ports, edges):
+        """Every node is fed, directly or through other nodes, from an input port. An unknown source
+        (reported above) counts as reaching, so one typo is reported once."""
+        reached = set(ports) | {s for sources in edges.values() for s in sources if s not in nodes}
+        changed = True
         while changed:
             changed = False
             for node in nodes:
@@ -286,11 +363,10 @@ class _Semantics:
         for i, node in enumerate(nodes):
             if node not in reached:
                 self.add(path + ('nodes', i), f'node "{node}" is unreachable: no path leads to it from an input port')
-        self.ports[name], self.graph_nodes[name] = ports, nodes
 
     # -- pipelines --
     def pipeline_graph(self, path, pipeline):
-        """(ports, nodes, outputs per node) of the pipeline's graph, or None when it is not known."""
+        """(ports, node names) of the pipeline's graph, or None when it is not known."""
         if 'graph' in pipeline:
             if not self.ref(path + ('graph',), pipeline['graph'], 'batch_graphs', len(self.definitions)):
                 return None
@@ -305,7 +381,13 @@ class _Semantics:
             return ['input'], processors
         if not graphs and not processors and len(models) == 1:
             self.outputs.setdefault(models[0], ['y_hat'])
+            lone = ('a spec without a graph feeds its only model input_1', models[0], 'input_1')
+            self.needs.setdefault(models[0], [lone])
             return ['input'], models
+        if not (graphs or processors or models):
+            if not self.misfiled:   # else the model may be the definition whose group is unknown
+                self.add(path, 'there is nothing to run: the spec defines no model, batch processor or batch graph')
+            return None
         self.add(path, 'needs "graph": the spec defines ' + (f'{len(graphs)} batch graphs' if graphs else
                  f'{len(processors)} batch processors' if processors else f'{len(models)} models')
                  + ', so the pipeline\'s graph cannot be chosen automatically')
@@ -313,17 +395,16 @@ class _Semantics:
 
     def check_pipeline(self, path, pipeline):
         known = self.pipeline_graph(path, pipeline)
-        open_names = False     # a loader without variable_names provides input_1..input_n
-        provided = []
-        for i, feed in enumerate(pipeline['input_injector']):
-            self.ref(path + ('input_injector', i, 'data_loader'), feed['data_loader'], 'data_loaders', len(self.definitions))
-            provided += feed.get('variable_names', [])
-            open_names = open_names or 'variable_names' not in feed
-            if known and 'input_port' in feed and feed['input_port'] not in known[0]:
-                self.add(path + ('input_injector', i, 'input_port'), f'the graph has no input port "{feed["input_port"]}"'
-                         + resolve.suggest(feed['input_port'], known[0]) + f'; ports: {", ".join(known[0])}')
-            elif known and 'input_port' not in feed and len(known[0]) > 1:
-                self.add(path + ('input_injector', i), f'needs "input_port": the graph has several ({", ".join(known[0])})')
+        variables = self.check_feeds(path, pipeline['input_injector'], known)
+        if known and all(n in self.outputs for n in known[1]):
+            variables.names += [o for n in known[1] for o in self.outputs[n]]
+        else:
+            variables = None     # what the graph produces is not known: no flow check
+        if variables and all(n in self.needs for n in known[1]):
+            for where, model, variable in [need for n in known[1] for need in self.needs[n]]:
+                if not variables.provide(variable):
+                    self.add(path + ('input_injector',), f'model "{model}" reads "{variable}" ({where}), but nothing '
+                                                         f'in this pipeline provides it' + variables.hint(variable))
         shown = {}
         for key, name_key, display_key, group in (('losses', 'loss_name', 'loss_display_name', 'losses'),
                                                   ('metrics', 'metric_name', 'display_name', 'metrics')):
@@ -335,43 +416,110 @@ class _Semantics:
                 if display in shown:
                     self.add(use_path, f'display name "{display}" is already used by {shown[display]} in this pipeline')
                 shown[display] = f'{key}[{i}]'
-                if not known:
-                    continue
-                nodes = known[1]
-                node = use.get('node_name')
-                if node is None and len(nodes) > 1:
-                    self.add(use_path, f'needs "node_name": the graph has several nodes ({", ".join(nodes)})')
-                    continue
-                if node is not None and node not in nodes:
-                    self.add(use_path + ('node_name',), f'the graph has no node "{node}"' + resolve.suggest(node, nodes))
-                    continue
-                available = provided + [o for n in nodes for o in self.outputs.get(n, [])]
-                spec = self.definitions[self.defined[group][use[name_key]]]['spec']
-                for j, variable in enumerate(spec.get('inputs', [])):
-                    if variable in available or (open_names and _is_default_name(variable)):
-                        continue
-                    where = f'initialize.definitions[{self.defined[group][use[name_key]]}] spec.inputs[{j}]'
-                    self.add(use_path + (name_key,), f'{group[:-1].replace("losse", "loss")} "{use[name_key]}" reads '
-                             f'"{variable}" ({where}), but nothing in this pipeline provides it'
-                             + resolve.suggest(variable, available) + f'; available: '
-                             + ', '.join(available + (['input_1..input_n'] if open_names else [])))
+                if known and self.check_node_name(use_path, use, known[1]) and variables:
+                    self.check_criterion_inputs(use_path + (name_key,), group, use[name_key], variables)
+
+    def check_feeds(self, path, feeds, known):
+        """Check the input injector's loaders and ports; the Variables its loaders provide."""
+        variables = _Variables()
+        for i, feed in enumerate(feeds):
+            self.ref(path + ('input_injector', i, 'data_loader'), feed['data_loader'], 'data_loaders', len(self.definitions))
+            variables.names += feed.get('variable_names', [])
+            variables.open = variables.open or 'variable_names' not in feed
+            if known and 'input_port' in feed and feed['input_port'] not in known[0]:
+                self.add(path + ('input_injector', i, 'input_port'), f'the graph has no input port "{feed["input_port"]}"'
+                         + resolve.suggest(feed['input_port'], known[0]) + f'; ports: {", ".join(known[0])}')
+            elif known and 'input_port' not in feed and len(known[0]) > 1:
+                self.add(path + ('input_injector', i), f'needs "input_port": the graph has several ({", ".join(known[0])})')
+        return variables
+
+    def check_node_name(self, use_path, use, nodes):
+        """The node whose outputs a loss or metric reads is given where needed and exists."""
+        node = use.get('node_name')
+        if node is None and len(nodes) > 1:
+            self.add(use_path, f'needs "node_name": the graph has several nodes ({", ".join(nodes)})')
+            return False
+        if node is not None and node not in nodes:
+            self.add(use_path + ('node_name',), f'the graph has no node "{node}"' + resolve.suggest(node, nodes))
+            return False
+        return True
+
+    def check_criterion_inputs(self, path, group, name, variables):
+        """Every variable a loss or metric reads is provided by a loader or a model of the pipeline."""
+        spec = self.spec_of(group, name)
+        if spec is None:
+            return
+        index = self.defined[group][name]
+        for j, variable in enumerate(spec['inputs']):
+            if not variables.provide(variable):
+                self.add(path, f'{_singular(group)} "{name}" reads "{variable}" '
+                               f'(initialize.definitions[{index}] spec.inputs[{j}]), but nothing in this pipeline '
+                               f'provides it' + variables.hint(variable))
 
     def check_stage(self, path, stage, pipelines):
+        """A stage is checked field by field: its fields do not depend on each other."""
+        if pipelines is not None:
+            self.check_stage_pipelines(path, stage, pipelines)
+        condition_path = path + ('stop_condition',)
+        if 'stop_condition' in stage and self.sound(condition_path):
+            target = self.buildable(condition_path, stage['stop_condition'], 'stop_condition')
+            if target is EpochsCompleted:
+                self.check_epochs(condition_path, stage['stop_condition'])
+
+    def check_stage_pipelines(self, path, stage, pipelines):
+        """Stage pipelines exist, training ones have losses, validation ones show distinct names."""
         for key in ('training_pipelines', 'validation_pipelines', 'debug_pipelines'):
-            for i, name in enumerate(stage.get(key, [])):
+            for i, name in enumerate(stage.get(key, []) if self.sound(path + (key,)) else []):
                 if name not in pipelines:
                     self.add(path + (key, i), f'there is no pipeline named "{name}"' + resolve.suggest(name, pipelines)
                              + f'; pipelines: {", ".join(pipelines)}')
-                elif key == 'training_pipelines' and not pipelines[name].get('losses'):
+                elif key == 'training_pipelines' and self.well_formed(name, pipelines) \
+                        and not pipelines[name].get('losses'):
                     self.add(path + (key, i), f'pipeline "{name}" has no losses, so it cannot be trained')
         shown = {}
-        for i, name in enumerate(stage.get('validation_pipelines', [])):
-            for display in display_names(pipelines.get(name, {})):
+        validation = stage.get('validation_pipelines', []) if self.sound(path + ('validation_pipelines',)) else []
+        for i, name in enumerate(validation):
+            for display in display_names(pipelines[name]) if self.well_formed(name, pipelines) else []:
                 if display in shown and shown[display] != name:
                     self.add(path + ('validation_pipelines', i), f'pipelines "{shown[display]}" and "{name}" both show '
                              f'"{display}"; give one of them another display name so the row keeps both')
                 shown.setdefault(display, name)
-        self.buildable(path + ('stop_condition',), stage['stop_condition'], 'stop_condition')
+
+    def well_formed(self, name, pipelines):
+        return isinstance(pipelines.get(name), dict) and ('initialize', 'pipelines', name) not in self.bad
+
+    def check_epochs(self, path, spec):
+        """EpochsCompleted counts whole epochs: num_epochs is an integer >= 0."""
+        kwargs, args = spec.get('kwargs', {}), spec.get('args', [])
+        if 'num_epochs' in kwargs:
+            where, value = ('kwargs', 'num_epochs'), kwargs['num_epochs']
+        elif args:
+            where, value = ('args', 0), args[0]
+        else:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.add(path + where, f'num_epochs must be a non-negative integer (a number of epochs), not {value!r}')
+
+
+class _Variables:
+    """The variable names a pipeline provides: loader variables, model outputs, and input_1..input_n
+    when some loader has no variable_names (`open`)."""
+
+    def __init__(self):
+        self.names = []
+        self.open = False
+
+    def provide(self, variable):
+        return variable in self.names or (self.open and _is_default_name(variable))
+
+    def hint(self, variable):
+        return resolve.suggest(variable, self.names) + '; available: ' + \
+            ', '.join(list(dict.fromkeys(self.names)) + (['input_1..input_n'] if self.open else []))
+
+
+def _singular(group):
+    """'losses' -> 'loss', 'data_loaders' -> 'data loader'."""
+    return (group[:-2] if group.endswith('sses') else group[:-1]).replace('_', ' ')
 
 
 def display_names(pipeline):

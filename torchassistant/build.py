@@ -68,20 +68,13 @@ def build(document, learned, device):
         where = document.describe(path)
         entities.where[group, name] = where
         builder = _BUILDERS[group]
-        getattr(entities, group)[name] = _call_user_code(where, builder, spec, name, entities, learned, device)
+        getattr(entities, group)[name] = errors.call_user_code(f'{where}: building it failed', builder,
+                                                               spec, name, entities, learned, device)
     for name, spec in data['pipelines'].items():
         where = entities.where['pipelines', name] = document.describe(('initialize', 'pipelines', name))
-        entities.pipelines[name] = _call_user_code(where, _build_pipeline, name, spec, entities, device)
+        entities.pipelines[name] = errors.call_user_code(f'{where}: building it failed', _build_pipeline,
+                                                         name, spec, entities, device)
     return entities
-
-
-def _call_user_code(where, function, *args):
-    try:
-        return function(*args)
-    except errors.TorchAssistantError:
-        raise
-    except Exception as e:
-        raise errors.user_code_error(f'{where}: building it failed', e) from e
 
 
 def instantiate(spec, entities, home=None, leading=()):

@@ -10,6 +10,8 @@ from torchassistant import checkpoint, errors, inference, trainer
 from torchassistant.build import LearnedState
 from torchassistant.device import choose_device
 from torchassistant.errors import UsageError
+from torchassistant.pipeline import Meters
+from torchassistant.progress import format_metrics
 from torchassistant.spec import loader, validate
 from torchassistant.spec.merge import MergeError, merged_document
 from torchassistant.store import SessionStore
@@ -64,14 +66,14 @@ def check(spec_path, stream=None):
     for name, pipeline in entities.pipelines.items():
         try:
             with torch.inference_mode(), trainer.step_errors(pipeline, 'the check'):
-                meters = trainer.Meters(pipeline)
+                meters = Meters(pipeline)
                 pipeline.train(False)
                 frames = next(pipeline.batches(1), None)
                 if frames is None:
                     raise UsageError(f'pipeline "{name}": its data loaders yield no batch')
                 pipeline.eval_step(frames, meters)
                 values = meters.values()
-            print(f'pipeline "{name}": OK {trainer.format_metrics(values)}', file=stream)
+            print(f'pipeline "{name}": OK {format_metrics(values)}', file=stream)
         except errors.TorchAssistantError as e:
             ok = False
             print(f'pipeline "{name}": FAILED\n  {e.message}', file=stream)
@@ -133,7 +135,7 @@ def evaluate(spec_path, stream=None):
     pipelines = _pipelines(document, session, 'validation_pipelines', spec['validation_pipelines'])
     checkpoint.restore_weights(session.entities, session.state)
     row = trainer.run_pipelines(pipelines, spec.get('eval_steps', 1.0), 'evaluation')
-    print(trainer.format_metrics(row), file=stream)
+    print(format_metrics(row), file=stream)
     return row
 
 

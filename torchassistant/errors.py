@@ -61,6 +61,16 @@ def user_frames(exc):
     return ''.join(traceback.format_list(frames)).rstrip()
 
 
+def call_user_code(failure, function, *args):
+    """function(*args); an exception it raises becomes a UserCodeError that starts with `failure`."""
+    try:
+        return function(*args)
+    except TorchAssistantError:
+        raise
+    except Exception as e:
+        raise user_code_error(failure, e) from e
+
+
 def user_code_error(message, exc, details=''):
     """A UserCodeError saying `message`, the user's exception, `details` (lines starting with
     newline) and the stack frames in the user's own files."""

@@ -88,16 +88,9 @@ def _convert(document, index, converter, text, feed):
 
 
 def _build(document, path, spec, entities, leading=()):
-    try:
-        return instantiate(spec, entities, leading=leading)
-    except Exception as e:
-        raise errors.user_code_error(f'{document.describe(path)}: building it failed', e) from e
+    return errors.call_user_code(f'{document.describe(path)}: building it failed', instantiate, spec, entities,
+                                 None, leading)
 
 
 def _call(document, path, function, *args):
-    try:
-        return function(*args)
-    except errors.TorchAssistantError:
-        raise
-    except Exception as e:
-        raise errors.user_code_error(f'{document.describe(path)} failed on {args[0]!r}', e) from e
+    return errors.call_user_code(f'{document.describe(path)} failed on {args[0]!r}', function, *args)

@@ -13,7 +13,7 @@ import torch
 from torchassistant import checkpoint, errors, resolve
 from torchassistant.graph import StepError
 from torchassistant.pipeline import Meters
-from torchassistant.progress import EpochProgress, format_metrics
+from torchassistant.progress import EpochProgress
 
 
 @dataclass

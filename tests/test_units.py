@@ -156,3 +156,17 @@ def test_json_schemas_accept_the_examples(kind, name):
     broken = dict(example, sesion_dir='typo')
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+def test_mean_weights_batches_by_their_size():
+    from torchassistant.pipeline import Mean
+    for make in (float, torch.tensor):
+        mean = Mean()
+        mean.add(make(1.0), 3)
+        mean.add(make(3.0), 1)
+        assert mean.compute() == pytest.approx(1.5)
+    first = torch.tensor(2.0)
+    mean = Mean()
+    mean.add(first, 1)
+    mean.add(torch.tensor(4.0), 1)
+    assert first.item() == 2.0, 'the first batch value is not modified in place'

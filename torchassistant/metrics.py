@@ -25,14 +25,16 @@ class Accuracy(torchmetrics.Metric):
         self.add_state('total', default=torch.tensor(0), dist_reduce_fx='sum')
 
     def update(self, predictions, targets):
-        predictions = torch.as_tensor(predictions)
-        targets = torch.as_tensor(targets, device=predictions.device)
+        if not isinstance(predictions, torch.Tensor):
+            predictions = torch.as_tensor(predictions)
+        if not isinstance(targets, torch.Tensor) or targets.device != predictions.device:
+            targets = torch.as_tensor(targets, device=predictions.device)
         if predictions.shape != targets.shape:
             raise ValueError(f'Accuracy compares predicted labels with targets of the same shape; got '
                              f'predictions of shape {tuple(predictions.shape)} and targets of shape '
                              f'{tuple(targets.shape)} (turn scores into labels with argmax in a transform)')
-        self.correct += (predictions == targets).sum()
-        self.total += targets.numel()
+        self.correct.add_((predictions == targets).sum())     # in place: no new state tensors per batch
+        self.total.add_(targets.numel())
 
     def compute(self):
         return self.correct.float() / self.total.clamp(min=1)

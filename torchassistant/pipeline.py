@@ -22,16 +22,17 @@ class Criterion:
     transform: object
     where: str           # spec location of the definition
 
-    def values(self, variables, device):
+    def values(self, variables, device=None):
         """The inputs read from `variables`, transformed; tensors a transform made on the CPU
-        (the tutorial's `torch.LongTensor(labels)`) are moved to `device`."""
+        (the tutorial's `torch.LongTensor(labels)`) are moved to `device` unless it is None."""
         values = [variables[name] for name in self.inputs]
         if self.transform is not None:
-            transformed = self.transform(*values)
-            if not isinstance(transformed, (tuple, list)):
+            values = self.transform(*values)
+            if not isinstance(values, (tuple, list)):
                 raise TypeError(f'its transform must return a tuple of values, one per argument of the '
-                                f'{self.kind}; it returned {describe(transformed)}')
-            values = [to_device(v, device) for v in transformed]
+                                f'{self.kind}; it returned {describe(values)}')
+            if device is not None:
+                values = [to_device(v, device) for v in values]
         return values
 
 
@@ -70,6 +71,7 @@ class Pipeline:
         self.losses = losses
         self.metrics = metrics
         self.device = device
+        self.move_to = None if torch.device(device).type == 'cpu' else device   # CPU: nothing to move
         processors = graph.processors()
         self.models = list({id(m): m for p in processors for m in p.models()}.values())
         self.optimizers = list({id(o): o for p in processors for o in p.optimizers()}.values())
@@ -94,13 +96,15 @@ class Pipeline:
             yield port_frames
 
     def forward(self, port_frames):
-        return self.graph({port: to_device(frame, self.device) for port, frame in port_frames.items()})
+        if self.move_to is not None:
+            port_frames = {port: to_device(frame, self.move_to) for port, frame in port_frames.items()}
+        return self.graph(port_frames)
 
     def train_step(self, port_frames, meters):
         results = self.forward(port_frames)
         total = None
         for use, meter in zip(self.losses, meters.losses):
-            loss, count = _apply(use, results, self.device)
+            loss, count = _apply(use, results, self.move_to)
             meter.add(loss.detach(), count)
             total = loss if total is None else total + loss
         for optimizer in self.optimizers:
@@ -113,7 +117,7 @@ class Pipeline:
     def eval_step(self, port_frames, meters):
         results = self.forward(port_frames)
         for use, meter in zip(self.losses, meters.losses):
-            meter.add(*_apply(use, results, self.device))
+            meter.add(*_apply(use, results, self.move_to))
         meters.update_metrics(results)
         return results
 
@@ -159,7 +163,7 @@ class Meters:
         for use, meter in zip(self.pipeline.metrics, self.metrics):
             variables = results[use.node]
             try:
-                meter.update(*use.criterion.values(variables, self.pipeline.device))
+                meter.update(*use.criterion.values(variables, self.pipeline.move_to))
             except Exception as e:
                 received = {n: describe(variables[n]) for n in use.criterion.inputs if n in variables}
                 raise StepError(f'metric "{use.criterion.name}" ({use.criterion.where})', received, e) from e
@@ -183,7 +187,10 @@ class Mean:
         self.count = 0
 
     def add(self, value, count):
-        self.total = self.total + value * count
+        if isinstance(self.total, torch.Tensor):
+            self.total.add_(value, alpha=count)      # in place: one op, no new tensor per batch
+        else:
+            self.total = self.total + value * count  # numbers, or the first tensor (a new one: no aliasing)
         self.count += count
 
     def compute(self):

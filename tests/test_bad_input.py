@@ -833,3 +833,33 @@ def test_script_debug_shows_traceback(workdir, data_root):
     assert code == 1
     assert TRACEBACK in err and 'ValueError: the model cannot be built: boom' in err
     assert not os.path.exists('session')
+
+
+@pytest.mark.parametrize('mutate, name, says', [
+    (lambda s: S(s, 'optimizer')['kwargs'].update(lr='fast'), 'optimizer', "'<=' not supported"),
+    (lambda s: S(s, 'training_loader')['kwargs'].update(num_workers=-1), 'training_loader',
+     'num_workers option should be non-negative'),
+    (lambda s: S(s, 'training_loader')['kwargs'].update(batch_size=0), 'training_loader',
+     'batch_size should be a positive integer'),
+], ids=['optimizer-lr-not-a-number', 'data_loader-negative-workers', 'data_loader-zero-batch-size'])
+def test_value_a_library_rejects_is_a_spec_error(mutate, name, says, workdir, data_root, capsys):
+    """A constructor of torch rejects a value the spec passes, with no user code involved: exit 2."""
+    spec = example_spec(data_root)
+    mutate(spec)
+    write_json(SPEC, spec)
+    code = cli.init_main([SPEC])
+    out, err = capsys.readouterr()
+    assert_clean(code, 2, out, err)
+    assert re.search(rf'error: training\.json:\d+:\d+ initialize\.definitions\[\d\] "{name}": building it failed', err)
+    assert says in err and 'No code of yours ran: check the values' in err
+    assert sorted(os.listdir('.')) == [SPEC]
+
+
+def test_session_folder_that_cannot_be_created(workdir, data_root, capsys):
+    spec = example_spec(data_root)
+    spec['session_dir'] = '/proc/no-such-folder/session'
+    write_json(SPEC, spec)
+    code = cli.init_main([SPEC])
+    out, err = capsys.readouterr()
+    assert_clean(code, 2, out, err)
+    assert 'cannot create the session folder "/proc/no-such-folder/session"' in err

@@ -69,7 +69,8 @@ def build(document, learned, device):
         entities.where[group, name] = where
         builder = _BUILDERS[group]
         getattr(entities, group)[name] = errors.call_user_code(f'{where}: building it failed', builder,
-                                                               spec, name, entities, learned, device)
+                                                               spec, name, entities, learned, device,
+                                                               spec_arguments=True)
     for name, spec in data['pipelines'].items():
         where = entities.where['pipelines', name] = document.describe(('initialize', 'pipelines', name))
         entities.pipelines[name] = errors.call_user_code(f'{where}: building it failed', _build_pipeline,

@@ -33,6 +33,11 @@ def _run(parser, action, argv):
             traceback.print_exc()
         print(f'error: {e.message}', file=sys.stderr)
         return e.exit_code
+    except OSError as e:      # our own reading and writing; user code's errors are wrapped above
+        if debug:
+            traceback.print_exc()
+        print(f'error: {e.filename or "a file"}: {e.strerror or e}', file=sys.stderr)
+        return errors.EXIT_FAILURE
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()

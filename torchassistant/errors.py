@@ -61,13 +61,21 @@ def user_frames(exc):
     return ''.join(traceback.format_list(frames)).rstrip()
 
 
-def call_user_code(failure, function, *args):
-    """function(*args); an exception it raises becomes a UserCodeError that starts with `failure`."""
+def call_user_code(failure, function, *args, spec_arguments=False):
+    """function(*args); an exception it raises becomes a UserCodeError that starts with `failure`.
+
+    With `spec_arguments` (building a definition), an exception raised without any of the user's
+    own code running can only come from the values the spec passes: that is a bad spec (exit 2)."""
     try:
         return function(*args)
     except TorchAssistantError:
         raise
     except Exception as e:
+        if spec_arguments and not user_frames(e):
+            error = user_code_error(failure, e, '\n  No code of yours ran: check the values this definition '
+                                                '(its args and kwargs) passes.')
+            error.exit_code = EXIT_USAGE
+            raise error from e
         raise user_code_error(failure, e) from e
 
 

@@ -42,8 +42,11 @@ class SessionStore:
             raise UsageError(f'"{path}" already exists; init never overwrites a session. Pick another '
                              f'session_dir, or pass --force to replace it with a fresh session.')
         parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.', dir=parent)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.', dir=parent)
+        except OSError as e:
+            raise UsageError(f'cannot create the session folder "{path}": {e.strerror} ({e.filename})') from e
         try:
             store = cls(staging)
             _atomic_write(os.path.join(staging, 'session.json'),

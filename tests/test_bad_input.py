@@ -863,3 +863,18 @@ def test_session_folder_that_cannot_be_created(workdir, data_root, capsys):
     out, err = capsys.readouterr()
     assert_clean(code, 2, out, err)
     assert 'cannot create the session folder "/proc/no-such-folder/session"' in err
+
+
+@pytest.mark.parametrize('folder', ['.', 'my_project'])
+def test_force_never_replaces_a_folder_that_is_not_a_session(folder, workdir, data_root, capsys):
+    os.makedirs('my_project', exist_ok=True)
+    Path('my_project', 'notes.txt').write_text('mine')
+    spec = example_spec(data_root)
+    spec['session_dir'] = folder
+    write_json(SPEC, spec)
+    before = snapshot('.')
+    code = cli.init_main(['--force', SPEC])
+    out, err = capsys.readouterr()
+    assert_clean(code, 2, out, err)
+    assert 'is not a TorchAssistant session' in err and 'nothing was changed' in err
+    assert snapshot('.') == before

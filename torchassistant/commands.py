@@ -38,10 +38,10 @@ def load_spec(path, kind):
 def init(spec_path, overwrite=False, stream=None):
     document = load_spec(spec_path, 'training')
     session_dir = document.data['session_dir']
-    if os.path.exists(session_dir) and not overwrite:
-        raise UsageError(f'{document.describe(("session_dir",))}: "{session_dir}" already exists; init never '
-                         f'overwrites a session. Resume it with: python train.py {session_dir} ; or pass --force '
-                         f'to replace it with a fresh session.')
+    try:
+        SessionStore.check_target(session_dir, overwrite)    # before anything slow is built
+    except UsageError as e:
+        raise UsageError(f'{document.describe(("session_dir",))}: {e.message}') from None
     learned = LearnedState()
     torch.manual_seed(learned.seed)
     entities = builder.build(document, learned, choose_device())

@@ -38,9 +38,7 @@ class SessionStore:
     def create(cls, path, spec_text, learned_state, checkpoint_state, overwrite=False):
         """Write a complete new session at `path` in a temporary folder, then move it into place."""
         path = os.path.normpath(os.fspath(path))
-        if os.path.exists(path) and not overwrite:
-            raise UsageError(f'"{path}" already exists; init never overwrites a session. Pick another '
-                             f'session_dir, or pass --force to replace it with a fresh session.')
+        cls.check_target(path, overwrite)
         parent = os.path.dirname(os.path.abspath(path))
         try:
             os.makedirs(parent, exist_ok=True)
@@ -67,6 +65,19 @@ class SessionStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return cls(path)
+
+    @staticmethod
+    def check_target(path, overwrite=False):
+        """UsageError unless a new session may be created at `path`: nothing is there, or (with
+        `overwrite`) a session, never any other folder or file."""
+        if not os.path.exists(path):
+            return
+        if not overwrite:
+            raise UsageError(f'"{path}" already exists; init never overwrites a session. Resume it with: '
+                             f'python train.py {path} ; or pass --force to replace it with a fresh session.')
+        if not os.path.isfile(os.path.join(path, 'session.json')):
+            raise UsageError(f'"{path}" exists and is not a TorchAssistant session (it has no session.json); '
+                             f'--force replaces only sessions, so nothing was changed. Pick another session_dir.')
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod

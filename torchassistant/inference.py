@@ -17,7 +17,7 @@ class PrintResults:
     def __call__(self, inputs, results):
         print('Running inference on: ', inputs)
         for name, value in results.items():
-            print(f'{name}:{value}')
+            print(f'{name}:{value.cpu() if isinstance(value, torch.Tensor) else value}')   # as on any device
 
 
 def run(spec, document, entities, pipeline, inputs):

@@ -6,6 +6,7 @@ fitted preprocessors) is drawn once, at init, into `LearnedState`; later builds 
 """
 import inspect
 import random
+import zlib
 
 import torch
 from torch.utils.data import DataLoader
@@ -54,7 +55,6 @@ class LearnedState:
 
 
 def _stable_hash(text):
-    import zlib
     return zlib.crc32(text.encode())
 
 

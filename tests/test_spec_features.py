@@ -175,17 +175,22 @@ def test_graphs_interleaving_stages_and_stop_condition_history(workdir, capsys):
 
 def test_interleave_runs_every_pipeline_until_exhausted(workdir):
     """a has 9 batches of train_loader, b 3 of test_loader: an epoch is 12 iterations."""
-    from torchassistant.build import LearnedState, build
+    from torchassistant.build import LearnedState, build, build_stages
+    from torchassistant.checkpoint import Progress
+    from torchassistant.events import Events
     from torchassistant.spec.loader import load_file
-    from torchassistant.trainer import Trainer, build_stages
+    from torchassistant.step import Precision, TrainStep
+    from torchassistant.trainer import Trainer
     document = load_file(write(workdir / 'train.json', graph_spec(workdir)))
     entities = build(document, LearnedState(seed=1), torch.device('cpu'))
     stage = build_stages(document, entities)[0]
     calls = []
     for pipeline in stage.training:
         original = pipeline.train_step
-        pipeline.train_step = lambda frames, meters, p=pipeline, f=original: (calls.append(p.name), f(frames, meters))
-    Trainer(entities, [stage], store=None).epoch(stage, 1)
+        pipeline.train_step = lambda frames, meters, step, p=pipeline, f=original: (calls.append(p.name),
+                                                                                    f(frames, meters, step))
+    step = TrainStep(Precision('32', 'cpu'))
+    Trainer(entities, [stage], None, step, Events()).epoch(stage, Progress())
     assert calls == ['a', 'b'] * 3 + ['a'] * 6
 
 

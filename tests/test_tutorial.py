@@ -24,10 +24,15 @@ def test_tutorial_end_to_end(project):
 
     result = run_script('train.py', 'pretrained', cwd=project)
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == 'Training stage 0 in progress'
+    output = result.stdout.splitlines()
+    assert output[:2] == ['Training on cpu, precision 32', 'Training stage 0 in progress']
+    # in a log: a progress line each tenth of an epoch (with rate and ETA), then the epoch's row
+    periodic = [line for line in output if re.fullmatch(r'Epoch +\d \[.*\] \d+ / 10 \[.*it/s\]', line)]
+    assert len(periodic) == 20, output
+    lines = [line for line in output[1:] if line not in periodic]
     assert re.fullmatch(r'Epoch     1 ' + METRIC_ROW, lines[1]), lines
     assert re.fullmatch(r'Epoch     2 ' + METRIC_ROW, lines[2]), lines
+    assert lines[3].startswith('Training finished: 2 epoch(s) in ')
     assert '\r' not in result.stdout, 'no live line when the output is not a terminal'
     assert sorted(os.listdir(session / 'checkpoints')) == [
         'epoch_0.pt', 'epoch_0.sha256', 'epoch_1.pt', 'epoch_1.sha256', 'epoch_2.pt', 'epoch_2.sha256']

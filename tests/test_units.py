@@ -1,5 +1,6 @@
 """Fast unit tests of the pieces: loader locations, progress line, overrides, store, components."""
 import io
+import re
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import torch
 from torchassistant.collators import BatchDivide
 from torchassistant.errors import SpecError
 from torchassistant.metrics import Accuracy
-from torchassistant.progress import EpochProgress, bar
+from torchassistant.progress import ConsoleProgress, best_epoch
 from torchassistant.spec.loader import parse
 from torchassistant.spec.merge import MergeError, merge
 from torchassistant.stop_conditions import EpochsCompleted
@@ -51,33 +52,61 @@ def test_syntax_errors_say_line_column_and_show_the_line(text, where, says):
         assert text.splitlines()[line - 1] in message
 
 
-def test_progress_line_matches_the_tutorial():
-    assert bar(366, 1875) == '===>.................'
-
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
-    stream = Terminal()
-    progress = EpochProgress(1, 1875, stream, interval=0)
-    progress.update(366, lambda: {'acc': 0.86931, 'loss': 0.43114})
-    assert stream.getvalue() == '\rEpoch     1 [acc 0.8693, loss 0.4311] ===>................. 366 / 1875'
-    progress.finish({'acc': 0.9421, 'loss': 0.1903, 'val acc': 0.9387, 'val loss': 0.2015})
-    assert stream.getvalue().endswith(
-        '\rEpoch     1 [acc 0.9421, loss 0.1903, val acc 0.9387, val loss 0.2015]\n')
-    progress = EpochProgress(2, 1875, stream, interval=0)
-    progress.update(1, lambda: {'acc': 0.5, 'loss': 1.0})
-    progress.update(2, lambda: {'acc': 0.5})        # a shorter line blanks out the rest of the longer one
-    assert stream.getvalue().endswith('\rEpoch     2 [acc 0.5000] >.................... 2 / 1875' + ' ' * len(', loss 1.0000'))
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
 
 
-def test_progress_does_not_read_metrics_between_redraws_or_off_terminal():
+class _Stage:
+    index = 0
+
+
+def test_progress_line_matches_the_tutorial_with_rate_and_eta():
+    stream = _Terminal()
+    progress = ConsoleProgress(stream, interval=0)
+    progress.on_epoch_start(_Stage(), 1, 1875)
+    for done in range(1, 367):
+        progress.on_batch_end(done, lambda: {'acc': 0.86931, 'loss': 0.43114})
+    live = stream.getvalue().split('\r')[-1]
+    assert live.startswith('Epoch     1 [acc 0.8693, loss 0.4311] |')
+    assert re.search(r'\| 366 / 1875 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?\w?it/s\]', live), live
+    progress.on_epoch_end(_Stage(), 1, {'acc': 0.9421, 'loss': 0.1903, 'val acc': 0.9387, 'val loss': 0.2015}, None)
+    assert stream.getvalue().endswith('Epoch     1 [acc 0.9421, loss 0.1903, val acc 0.9387, val loss 0.2015]\n')
+
+
+def test_progress_in_a_log_reads_metrics_only_for_its_periodic_lines():
     reads = []
-    stream = io.StringIO()        # not a terminal
-    progress = EpochProgress(1, 10, stream)
+    stream = io.StringIO()        # not a terminal: a plain line every 10 % of the epoch, no \r
+    progress = ConsoleProgress(stream, log_seconds=3600)
+    progress.on_epoch_start(_Stage(), 1, 1000)
+    for done in range(1, 1001):
+        progress.on_batch_end(done, lambda: reads.append(1) or {'loss': 0.5})
+    progress.on_epoch_end(_Stage(), 1, {'acc': 0.5}, None)
+    lines = stream.getvalue().splitlines()
+    assert len(reads) == 10 and '\r' not in stream.getvalue()
+    assert lines[0].startswith('Epoch     1 [loss 0.5000] 100 / 1000 [') and lines[0].endswith('it/s]')
+    assert lines[-1] == 'Epoch     1 [acc 0.5000]'
+
+
+def test_quiet_progress_prints_only_the_summary():
+    stream = _Terminal()
+    progress = ConsoleProgress(stream, quiet=True)
+    progress.on_stage_start(_Stage(), None)
+    progress.on_epoch_start(_Stage(), 1, 10)
     for done in range(1, 11):
-        progress.update(done, lambda: reads.append(1) or {})
-    progress.finish({'acc': 0.5})
-    assert reads == [] and stream.getvalue() == 'Epoch     1 [acc 0.5000]\n'
+        progress.on_batch_end(done, lambda: {'loss': 0.5})
+    progress.on_epoch_end(_Stage(), 1, {'val loss': 0.5}, None)
+    assert stream.getvalue() == ''
+
+
+@pytest.mark.parametrize('rows, best', [
+    ([{'val loss': 0.5}, {'val loss': 0.3}, {'val loss': 0.4}], (2, 'val loss', 0.3)),
+    ([{'loss': 0.1, 'val acc': 0.5}, {'loss': 0.1, 'val acc': 0.9}, {'val acc': 0.9}], (2, 'val acc', 0.9)),
+    ([{'cer': 0.4}, {'cer': 0.2}], (2, 'cer', 0.2)),
+    ([], None),
+])
+def test_best_epoch_follows_the_first_validation_metric_and_its_direction(rows, best):
+    assert best_epoch(rows) == best
 
 
 def test_override_rules():
@@ -110,14 +139,15 @@ def test_store_falls_back_to_the_newest_intact_checkpoint(tmp_path):
     store.save_checkpoint(1, {'n': 1})
     store.save_checkpoint(2, {'n': 2})
     (tmp_path / 's' / 'checkpoints' / 'epoch_2.sha256').unlink()     # killed between the two writes
-    assert store.latest_checkpoint() == (1, {'n': 1})
+    assert store.latest_checkpoint() == ((1, 0), {'n': 1})
     with open(tmp_path / 's' / 'checkpoints' / 'epoch_1.pt', 'r+b') as f:
         f.write(b'x')                                                     # torn write
-    assert store.latest_checkpoint() == (0, {'n': 0})
+    assert store.latest_checkpoint() == ((0, 0), {'n': 0})
     assert not [p for p in os.listdir(tmp_path / 's' / 'checkpoints') if p.startswith('.tmp')]
 
 
-def test_ctrl_c_exits_130_and_resume_continues(tmp_path, tiny_mnist):
+@pytest.mark.parametrize('signum, code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_checkpoint_where_they_stop_and_resume_continues(tmp_path, tiny_mnist, signum, code):
     import shutil
     package = tmp_path / 'my_examples' / 'mnist'
     package.mkdir(parents=True)
@@ -133,12 +163,17 @@ def test_ctrl_c_exits_130_and_resume_continues(tmp_path, tiny_mnist):
     while not (tmp_path / 'pretrained' / 'checkpoints' / 'epoch_1.sha256').exists():
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
-    assert 'interrupted' in err and 'Traceback' not in err
+    assert process.returncode == code, err
+    assert f'training stopped by {signal.Signals(signum).name} in epoch 2' in err and 'Traceback' not in err
+    assert 'a checkpoint was saved there' in err and 'python train.py pretrained' in err
     saved = SessionStore(str(tmp_path / 'pretrained')).latest_checkpoint()[0]
-    assert saved >= 1
+    assert saved.epoch == 1 and saved.batch >= 1          # where it stopped, inside epoch 2
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), 'pretrained'], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f'Resuming "pretrained" after epoch 1 and {saved.batch} batches of the next' in result.stdout
 
 
 @pytest.mark.parametrize('kind, name', [('training', 'training.json'), ('evaluation', 'evaluation.json'),

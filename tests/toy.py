@@ -96,3 +96,48 @@ class Argmax:
 
     def __call__(self, results):
         return {name: value.argmax(-1).tolist() for name, value in results.items()}
+
+
+class _FailInBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError('deliberate failure in backward')
+
+
+class BackwardFails(nn.Module):
+    """A loss whose backward pass raises."""
+
+    def forward(self, scores, labels):
+        return nn.functional.cross_entropy(_FailInBackward.apply(scores), labels)
+
+
+class StepFails(torch.optim.SGD):
+    def step(self, closure=None):
+        raise RuntimeError('deliberate failure in step')
+
+
+class NanAt(Points):
+    """Points where every `every`-th example is NaN: the loss of a batch holding one is NaN."""
+
+    def __init__(self, size=200, every=10):
+        super().__init__(size)
+        self.x[::every] = float('nan')
+
+
+class Probe(nn.Module):
+    """Records the dtype its hidden layer computes in (autocast shows there)."""
+    dtypes = []
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(2, 16)
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = self.hidden(x)
+        Probe.dtypes.append(h.dtype)
+        return [self.out(torch.tanh(h))]

@@ -7,18 +7,42 @@ fitted preprocessors) is drawn once, at init, into `LearnedState`; later builds 
 import inspect
 import random
 import zlib
+from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
 
-from torchassistant import errors, graph, resolve
-from torchassistant.data import PreprocessedDataset, Split, draw_split
+from torchassistant import distributed, errors, graph, resolve, step
+from torchassistant.data import PreprocessedDataset, ResumableLoader, Split, draw_split, slice_reference
 from torchassistant.pipeline import Criterion, Feed, Pipeline, Use
-from torchassistant.schema import GROUPS
+from torchassistant.spec import rules
+from torchassistant.spec.schema import GROUPS
+
+
+@dataclass
+class Optimizer:
+    """An optimizers definition as built: the torch optimizer, the model it optimizes and its LR
+    scheduler (stepped once per epoch), or None."""
+    name: str
+    model_name: str
+    optimizer: torch.optim.Optimizer
+    scheduler: object = None
+
+
+@dataclass
+class Stage:
+    """A training stage as built: pipelines by role, eval_steps and its stop condition."""
+    index: int
+    training: list
+    validation: list
+    debug: list
+    eval_steps: object
+    stop_condition: object
+    where: str = ''           # spec location of the stop condition, for messages
 
 
 class Entities:
-    """Everything built so far, by group: `session.datasets["train_ds"]`, `session.models[...]`."""
+    """Everything built so far, by group: `session.datasets["train_ds"]`, `session.models[...]`.
+    `optimizers` holds `Optimizer` records (`.optimizer` is the torch optimizer)."""
 
     def __init__(self):
         for group in GROUPS:
@@ -27,10 +51,11 @@ class Entities:
         self.pipelines = {}
 
     def dataset(self, reference):
-        """A dataset by name, or a split slice such as "my_split.train"."""
-        if reference in self.datasets:
+        """A dataset by name, or a split slice such as "my_split.train" or "my_split[0]"."""
+        split_slice = slice_reference(reference)
+        if reference in self.datasets or split_slice is None:
             return self.datasets[reference]
-        split, _, part = reference.rpartition('.')
+        split, part = split_slice
         return self.splits[split].slices[part]
 
 
@@ -43,6 +68,17 @@ class LearnedState:
         self.preprocessors = dict(preprocessors or {})
 
     def state_dict(self):
+        """The state as plain data (what session files hold); a preprocessor whose fitted state is not
+        plain data is an error naming it, at init, rather than a file that cannot be loaded later."""
+        from torchassistant.checkpoint import plain_data_problem
+        for name, state in self.preprocessors.items():
+            problem = plain_data_problem(state)
+            if problem:
+                raise errors.TorchAssistantError(
+                    f'preprocessor "{name}": its fitted state (what its state_dict() returns) holds {problem}. '
+                    f'The session stores fitted state as plain data (tensors, numbers, strings, lists, tuples, '
+                    f'dicts), loaded without running code: make state_dict() return such data (e.g. '
+                    f'torch.from_numpy(array), array.tolist(), float(x)) and load_state_dict() accept it')
         return {'seed': self.seed, 'splits': self.splits, 'preprocessors': self.preprocessors}
 
     @classmethod
@@ -87,8 +123,9 @@ def instantiate(spec, entities, home=None, leading=()):
 
 
 def _dataset(spec, name, entities, learned, device):
-    if 'link' in spec:
-        dataset = entities.dataset(spec['link'])
+    if 'link' in spec or 'merge' in spec:
+        dataset = entities.dataset(spec['link']) if 'link' in spec else \
+            torch.utils.data.ConcatDataset([entities.dataset(part) for part in spec['merge']])
         preprocessors = [entities.preprocessors[p] for p in spec.get('preprocessors', [])]
         return PreprocessedDataset(dataset, preprocessors) if preprocessors else dataset
     return instantiate(spec, entities)
@@ -98,6 +135,12 @@ def _split(spec, name, entities, learned, device):
     dataset = entities.dataset(spec['dataset_name'])
     if name not in learned.splits:
         learned.splits[name] = draw_split(len(dataset), spec['ratio'], learned.generator('split:' + name))
+    stored = sum(len(indices) for indices in learned.splits[name].values())
+    if stored != len(dataset):
+        raise errors.UsageError(f'{entities.where["splits", name]}: split "{name}" was drawn at init over '
+                                f'{stored:,} examples of {spec["dataset_name"]}, which now has {len(dataset):,}: the '
+                                f'data changed since init, so the session\'s splits and fitted preprocessors no longer '
+                                f'fit it. Restore the data, or start a new session with init.py --force')
     return Split(dataset, learned.splits[name])
 
 
@@ -121,8 +164,10 @@ def _data_loader(spec, name, entities, learned, device):
     # Each loader draws its order from its own generator, whose state goes into checkpoints: a
     # resumed run sees the same batches as an uninterrupted one.
     kwargs.setdefault('generator', learned.generator('loader:' + name))
-    return DataLoader(entities.dataset(spec['dataset']), *spec.get('args', []),
-                      collate_fn=entities.collators[spec['collator']], **kwargs)
+    kwargs.setdefault('pin_memory', torch.device(device).type == 'cuda')    # then copies overlap compute
+    dataset = entities.dataset(spec['dataset'])
+    kwargs = distributed.shard_loader_arguments(dataset, kwargs)     # several processes: each its share
+    return ResumableLoader(dataset, *spec.get('args', []), collate_fn=entities.collators[spec['collator']], **kwargs)
 
 
 def _model(spec, name, entities, learned, device):
@@ -134,10 +179,9 @@ def _model(spec, name, entities, learned, device):
 
 def _optimizer(spec, name, entities, learned, device):
     optimizer = instantiate(spec, entities, 'optimizers', (entities.models[spec['model']].parameters(),))
-    optimizer.model_name = spec['model']
-    if 'lr_scheduler' in spec:
-        optimizer.lr_scheduler = instantiate(spec['lr_scheduler'], entities, 'lr_scheduler', (optimizer,))
-    return optimizer
+    scheduler = instantiate(spec['lr_scheduler'], entities, 'lr_scheduler', (optimizer,)) \
+        if 'lr_scheduler' in spec else None
+    return Optimizer(name, spec['model'], optimizer, scheduler)
 
 
 def _criterion(kind, group):
@@ -157,7 +201,8 @@ def _criterion(kind, group):
 def _batch_processor(spec, name, entities, learned, device):
     optimizers = entities.optimizers
     nodes = [graph.Node(n['model_name'], entities.models[n['model_name']], list(n['inputs']),
-                        list(n['outputs']), n.get('optimizer_name'), optimizers.get(n.get('optimizer_name')),
+                        list(n['outputs']), n.get('optimizer_name'),
+                        optimizers[n['optimizer_name']].optimizer if 'optimizer_name' in n else None,
                         entities.where['models', n['model_name']])
              for n in spec['neural_graph']]
     adapters = {key: instantiate(spec[key], entities, key) for key in ('input_adapter', 'output_adapter')
@@ -167,6 +212,16 @@ def _batch_processor(spec, name, entities, learned, device):
             node.model.to(spec['device'])
     return graph.BatchProcessor(name, nodes, adapters.get('input_adapter'), adapters.get('output_adapter'),
                                 spec.get('device'))
+
+
+def _gradient_clipper(spec, name, entities, learned, device):
+    return step.GradientClipper(name, entities.models[spec['model']], spec.get('clip_value'), spec.get('clip_norm'))
+
+
+def _backward_hooks(spec, name, entities, learned, device):
+    """Installed now, at every build (init, and every command that restores the session)."""
+    return step.BackwardHooks(entities.models[spec['model']], resolve.resolve(spec['factory_fn']),
+                              entities.where['backward_hooks', name])
 
 
 def _batch_graph(spec, name, entities, learned, device):
@@ -179,23 +234,23 @@ _BUILDERS = {
     'data_loaders': _data_loader, 'models': _model, 'optimizers': _optimizer,
     'losses': _criterion('loss', 'losses'), 'metrics': _criterion('metric', 'metrics'),
     'batch_processors': _batch_processor, 'batch_graphs': _batch_graph,
+    'gradient_clippers': _gradient_clipper, 'backward_hooks': _backward_hooks,
 }
 
 
 def default_graph(entities):
-    """The graph a pipeline without "graph" gets, or None when the spec leaves it ambiguous."""
-    if len(entities.batch_graphs) == 1:
-        return next(iter(entities.batch_graphs.values()))
-    if entities.batch_graphs:
-        return None
-    if len(entities.batch_processors) == 1:
-        name, processor = next(iter(entities.batch_processors.items()))
-        return graph.single_processor_graph(name, processor)
-    if not entities.batch_processors and len(entities.models) == 1:
-        name, model = next(iter(entities.models.items()))
-        optimizer_name, optimizer = next(((n, o) for n, o in entities.optimizers.items()
-                                          if o.model_name == name), (None, None))
-        return graph.single_model_graph(name, model, optimizer_name, optimizer, entities.where['models', name])
+    """The graph a pipeline without "graph" gets (rules.default_graph decides), or None."""
+    choice = rules.default_graph(entities.batch_graphs, entities.batch_processors, entities.models)
+    if choice.kind == 'graph':
+        return entities.batch_graphs[choice.name]
+    if choice.kind == 'processor':
+        return graph.single_processor_graph(choice.name, entities.batch_processors[choice.name])
+    if choice.kind == 'model':
+        optimizer_name = rules.lone_model_optimizer({n: o.model_name for n, o in entities.optimizers.items()},
+                                                    choice.name)
+        optimizer = entities.optimizers[optimizer_name].optimizer if optimizer_name else None
+        return graph.single_model_graph(choice.name, entities.models[choice.name], optimizer_name, optimizer,
+                                        entities.where['models', choice.name])
     return None
 
 
@@ -210,4 +265,20 @@ def _build_pipeline(name, spec, entities, device):
                   entry.get('node_name', default_node)) for entry in spec.get('losses', [])]
     metrics = [Use(entry.get('display_name', entry['metric_name']), entities.metrics[entry['metric_name']],
                    entry.get('node_name', default_node)) for entry in spec.get('metrics', [])]
-    return Pipeline(name, batch_graph, feeds, losses, metrics, device, entities.where['pipelines', name])
+    pipeline = Pipeline(name, batch_graph, feeds, losses, metrics, device, entities.where['pipelines', name])
+    pipeline.clippers = step.clippers_of(entities.gradient_clippers.values(), pipeline.optimizers)
+    return pipeline
+
+
+def build_stages(document, entities):
+    """The training stages of a validated spec, each with its stop condition built."""
+    stages = []
+    for index, spec in enumerate(document.data['train']['stages']):
+        where = document.describe(('train', 'stages', index, 'stop_condition'))
+        condition_spec = spec['stop_condition']
+        condition = errors.call_user_code(f'{where}: building the stop condition failed', instantiate,
+                                          condition_spec, entities, 'stop_condition', spec_arguments=True)
+        pick = lambda key: [entities.pipelines[name] for name in spec.get(key, [])]  # noqa: E731
+        stages.append(Stage(index, pick('training_pipelines'), pick('validation_pipelines'),
+                            pick('debug_pipelines'), spec.get('eval_steps', 1.0), condition, where))
+    return stages

@@ -1,6 +1,13 @@
 """What a checkpoint holds, and putting it back: weights, optimizer and scheduler state, training
-progress, metric history and every random number generator that decides what happens next."""
+progress, metric history and every random number generator that decides what happens next.
+
+Everything is kept as plain data (tensors, numbers, strings, lists, tuples, dicts), which is what
+session files may hold: they are loaded with torch.load(weights_only=True), which runs no code.
+"""
+import io
+import json
 import random
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -13,52 +20,130 @@ class Progress:
     stage: int = 0
     stage_epoch: int = 0
     history: dict = field(default_factory=dict)   # stage index -> list of {display name: value}
+    batch: int = 0               # rounds done in the epoch in progress (a mid-epoch checkpoint), else 0
 
 
-def capture(entities, progress):
+def capture(entities, progress, step=None, epoch_state=None):
+    """Everything that decides what happens next. `step`: the TrainStep (its GradScaler); `epoch_state`
+    (mid-epoch checkpoints only): each pipeline's position, its running meters, the processes that
+    trained it (several under torchrun), the loaders' generator
+    states at the epoch's start and the RNG states at the checkpoint."""
     state = {
         'progress': vars(progress).copy(),
         'models': {name: model.state_dict() for name, model in entities.models.items()},
-        'optimizers': {name: opt.state_dict() for name, opt in entities.optimizers.items()},
-        'schedulers': {name: opt.lr_scheduler.state_dict() for name, opt in entities.optimizers.items()
-                       if hasattr(opt, 'lr_scheduler')},
-        'loaders': {name: loader.generator.get_state() for name, loader in entities.data_loaders.items()
-                    if loader.generator is not None},
-        'rng': {'python': random.getstate(), 'torch': torch.get_rng_state(),
-                'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        'optimizers': {name: record.optimizer.state_dict() for name, record in entities.optimizers.items()},
+        'schedulers': {name: record.scheduler.state_dict() for name, record in entities.optimizers.items()
+                       if record.scheduler is not None},
+        'loaders': loader_states(entities),
+        'rng': rng_state(),
+        'step': step.state_dict() if step is not None else {},
     }
-    try:
-        import numpy
-        state['rng']['numpy'] = numpy.random.get_state()
-    except ImportError:
-        pass
+    if epoch_state is not None:
+        state['epoch_state'] = epoch_state
     return state
 
 
-def restore_weights(entities, state):
-    """Load models, optimizers and schedulers, as evaluation and inference need."""
-    for name, model in entities.models.items():
-        if name in state['models']:
-            model.load_state_dict(state['models'][name])
-    for name, optimizer in entities.optimizers.items():
-        if name in state['optimizers']:
-            optimizer.load_state_dict(state['optimizers'][name])
-        if hasattr(optimizer, 'lr_scheduler') and name in state['schedulers']:
-            optimizer.lr_scheduler.load_state_dict(state['schedulers'][name])
+def loader_states(entities):
+    """Each data loader's generator state: what decides its next order (and worker seeds)."""
+    return {name: loader.generator.get_state() for name, loader in entities.data_loaders.items()
+            if loader.generator is not None}
 
 
-def restore(entities, state):
-    """Load everything training needs to continue exactly where the checkpoint was taken."""
-    restore_weights(entities, state)
-    for name, loader in entities.data_loaders.items():
-        if name in state['loaders'] and loader.generator is not None:
-            loader.generator.set_state(state['loaders'][name])
-    rng = state['rng']
+def rng_state():
+    state = {'python': random.getstate(), 'torch': torch.get_rng_state(),
+             'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    try:
+        import numpy
+    except ImportError:
+        return state
+    kind, keys, position, has_gauss, cached = numpy.random.get_state()     # keys: an ndarray, not plain data
+    state['numpy'] = (kind, keys.tolist(), int(position), int(has_gauss), float(cached))
+    return state
+
+
+def restore_rng(rng):
     random.setstate(rng['python'])
     torch.set_rng_state(rng['torch'])
     if rng.get('cuda') is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng['cuda'])
     if 'numpy' in rng:
         import numpy
-        numpy.random.set_state(rng['numpy'])
+        kind, keys, position, has_gauss, cached = rng['numpy']
+        numpy.random.set_state((kind, numpy.array(keys, dtype=numpy.uint32), position, has_gauss, cached))
+
+
+def restore_weights(entities, state):
+    """Load models, optimizers and schedulers, as evaluation and inference need."""
+    for name, model in entities.models.items():
+        if name in state['models']:
+            _load(entities, ('models', name), model, state['models'][name])
+    for name, record in entities.optimizers.items():
+        if name in state['optimizers']:
+            _load(entities, ('optimizers', name), record.optimizer, state['optimizers'][name])
+        if record.scheduler is not None and name in state['schedulers']:
+            record.scheduler.load_state_dict(state['schedulers'][name])
+
+
+def _load(entities, key, target, saved):
+    """target.load_state_dict(saved); a mismatch (an override or an edited spec that changed a size)
+    is a UsageError naming the definition."""
+    try:
+        target.load_state_dict(saved)
+    except (RuntimeError, ValueError, KeyError) as e:
+        from torchassistant.errors import UsageError
+        said = str(e).strip().splitlines()
+        detail = '; '.join(line.strip() for line in said[:4]) + (' [...]' if len(said) > 4 else '')
+        raise UsageError(f'{entities.where.get(key, key[1])}: the checkpoint\'s {key[0][:-1]} "{key[1]}" does not fit '
+                         f'the one this spec builds (was a size changed, here or in an override?): {detail}') from e
+
+
+def restore(entities, state, step=None):
+    """Load everything training needs to continue exactly where the checkpoint was taken. For a
+    mid-epoch checkpoint the loaders go back to the epoch's start (the trainer then skips the
+    batches done) and `state['epoch_state']` is for the trainer."""
+    restore_weights(entities, state)
+    epoch_state = state.get('epoch_state')
+    loaders = epoch_state['loaders'] if epoch_state else state['loaders']
+    for name, loader in entities.data_loaders.items():
+        if name in loaders and loader.generator is not None:
+            loader.generator.set_state(loaders[name])
+    restore_rng(state['rng'])
+    if step is not None:
+        step.load_state_dict(state.get('step', {}))
     return Progress(**state['progress'])
+
+
+# ---- plain data ----------------------------------------------------------------------------------
+
+_LEAVES = (type(None), bool, int, float, complex, str, bytes, torch.Size, torch.dtype, torch.device,
+           torch.Tensor, torch.nn.Parameter)
+
+
+def plain_data_problem(value, at=''):
+    """None when `value` is plain data that torch.load(weights_only=True) reads back, else what
+    and where the first other object is, e.g. 'a numpy.ndarray at ["mean"]'."""
+    kind = type(value)
+    if kind in (dict, OrderedDict):
+        for key, item in value.items():
+            where = f'{at}[{json.dumps(key) if isinstance(key, str) else repr(key)}]'
+            problem = plain_data_problem(key, where + ' (a key)') or plain_data_problem(item, where)
+            if problem:
+                return problem
+        return None
+    if kind in (list, tuple, set, frozenset):
+        return next(filter(None, (plain_data_problem(item, f'{at}[{i}]') for i, item in enumerate(value))), None)
+    if kind in _LEAVES or _loads_as_data(value):
+        return None
+    return f'a {kind.__module__}.{kind.__qualname__} at {at or "the top level"}'
+
+
+def _loads_as_data(value):
+    """Whether torch reads `value` back without running code: the last word on types not listed."""
+    buffer = io.BytesIO()
+    try:
+        torch.save(value, buffer)
+        buffer.seek(0)
+        torch.load(buffer, weights_only=True)
+    except Exception:
+        return False
+    return True

@@ -1,74 +1,273 @@
-"""Command lines of init, train, evaluate and infer, and the one place errors become exit codes.
+"""Command lines: the `torchassistant` console command (also `python -m torchassistant`), the root
+scripts init.py, train.py, evaluate.py and infer.py, and the one place errors become exit codes.
 
-Exit codes: 0 success, 1 failure while running (user code, I/O), 2 bad spec or usage, 130 interrupted.
+Both forms share one argument definition per command (`_ARGUMENTS`). The commands themselves live in
+`torchassistant.commands`, imported only when a command runs, so `--help` and `--version` stay fast.
+
+Exit codes: 0 success, 1 failure while running (user code, I/O), 2 bad spec or usage, 130 interrupted
+(SIGINT, Ctrl+C), 143 stopped by SIGTERM.
 """
 import argparse
+import json
+import os
 import sys
+import textwrap
 import traceback
 
-from torchassistant import commands, errors
+from torchassistant import errors, version
 
-EPILOG = 'exit codes: 0 ok, 1 failure while running, 2 bad spec or usage, 130 interrupted'
+EXIT_CODES = 'exit codes: 0 ok, 1 failure while running, 2 bad spec or usage, 130 interrupted (Ctrl+C), 143 SIGTERM'
 
+# ---- how the user runs a command -----------------------------------------------------------------
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise errors.UsageError(f'{self.prog}: {message}\n{self.format_usage().strip()}')
-
-
-def _parser(prog, description):
-    parser = _Parser(prog=prog, description=description, epilog=EPILOG)
-    parser.add_argument('--debug', action='store_true', help='show full Python tracebacks on errors')
-    return parser
+_SCRIPTS = {'init': 'python init.py', 'check': 'python init.py --check', 'train': 'python train.py',
+            'evaluate': 'python evaluate.py', 'infer': 'python infer.py'}
+_console = None      # the console command's name while it runs ("torchassistant"); None: the root scripts
 
 
-def _run(parser, action, argv):
-    debug = '--debug' in (sys.argv[1:] if argv is None else argv)
-    try:
-        args = parser.parse_args(argv)
-        result = action(args)
-        return 0 if result in (None, True) else 1 if result is False else 0
-    except errors.TorchAssistantError as e:
-        if debug:
-            traceback.print_exc()
-        print(f'error: {e.message}', file=sys.stderr)
-        return e.exit_code
-    except OSError as e:      # our own reading and writing; user code's errors are wrapped above
-        if debug:
-            traceback.print_exc()
-        print(f'error: {e.filename or "a file"}: {e.strerror or e}', file=sys.stderr)
-        return errors.EXIT_FAILURE
-    except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        print('\ninterrupted; what was saved stays saved (train.py resumes from the last finished epoch)',
-              file=sys.stderr)
-        return errors.EXIT_INTERRUPTED
+def command_hint(command, *args):
+    """How to run `command` with `args`, in the form the user ran this program with:
+    `torchassistant train pretrained` from the console command, `python train.py pretrained` from
+    the root scripts (`python -m torchassistant status ...` for commands that have no script)."""
+    if _console:
+        prefix = f'{_console} {command}'
+    else:
+        prefix = _SCRIPTS.get(command, f'python -m torchassistant {command}')
+    return ' '.join([prefix, *map(str, args)])
 
 
-def init_main(argv=None):
-    parser = _parser('init.py', 'Create a training session folder from a training spec.')
+# ---- the commands' arguments (shared by both forms) ----------------------------------------------
+
+def _commands():
+    from torchassistant import commands     # imports torch: only when a command runs
+    return commands
+
+
+def _init(parser):
     parser.add_argument('spec', help='training spec (.json)')
     parser.add_argument('--force', action='store_true', help='replace an existing session folder with a fresh one')
     parser.add_argument('--check', action='store_true',
                         help='dry run: validate, build, run one batch through every pipeline; write nothing')
-    return _run(parser, lambda a: commands.check(a.spec) if a.check else commands.init(a.spec, a.force), argv)
+    _expanded_option(parser, 'with --check: ')
+
+    def action(a):
+        if a.expanded and not a.check:
+            raise errors.UsageError(f'--expanded goes with --check: {command_hint("check", "--expanded", a.spec)}')
+        return _check_action(a) if a.check else _commands().init(a.spec, a.force)
+    return action
+
+
+def _check(parser):
+    parser.add_argument('spec', help='training spec (.json)')
+    _expanded_option(parser)
+    return _check_action
+
+
+def _expanded_option(parser, prefix=''):
+    parser.add_argument('--expanded', action='store_true',
+                        help=f'{prefix}print only the explicit spec a concise spec is filled in to (JSON on stdout, '
+                             f'what was filled in on stderr)')
+
+
+def _check_action(a):
+    return _commands().check(a.spec, debug=a.debug, expanded=a.expanded)
+
+
+def _run_options(parser, quiet=False):
+    """--device and --precision (they override the spec's), and --quiet where there is progress to quiet."""
+    from torchassistant.spec.schema import RUNTIME
+    parser.add_argument('--device', help='where to compute: auto, cpu, cuda, cuda:N, mps. Overrides the spec\'s '
+                                         '"device"; with neither, the environment variable TORCHASSISTANT_DEVICE, '
+                                         'else auto (CUDA if present, else MPS, else CPU)')
+    parser.add_argument('--precision', choices=RUNTIME['precision']['enum'],
+                        help='autocast precision (overrides the spec\'s "precision")')
+    if quiet:
+        parser.add_argument('--quiet', action='store_true', help='no progress lines; only the summary at the end')
+    return lambda a: _commands().RunOptions(device=a.device, precision=a.precision, quiet=getattr(a, 'quiet', False))
+
+
+def _train(parser):
+    parser.add_argument('session_dir', help='session folder created by init')
+    options = _run_options(parser, quiet=True)
+    return lambda a: _commands().train(a.session_dir, options=options(a))
+
+
+def _evaluate(parser):
+    parser.add_argument('spec', help='evaluation spec (.json)')
+    options = _run_options(parser)
+    return lambda a: _commands().evaluate(a.spec, options=options(a))
+
+
+def _infer(parser):
+    parser.add_argument('spec', help='inference spec (.json)')
+    parser.add_argument('inputs', nargs='*', help='raw inputs, one per example (or one per inputs_meta entry)')
+    parser.add_argument('--from', dest='from_file', metavar='FILE',
+                        help='read the inputs from FILE, one example per line (its inputs separated by tabs '
+                             'when inputs_meta has several entries; "-" reads standard input); runs in batches '
+                             'of the data loader\'s batch size, printing each batch\'s results as it finishes')
+    parser.add_argument('--json', dest='json_lines', action='store_true',
+                        help='print one JSON object per example on stdout and nothing else: '
+                             '{"input": ..., "<result>": value, ...}, tensors as lists')
+    options = _run_options(parser)
+    return lambda a: _commands().infer(a.spec, a.inputs, json_lines=a.json_lines, from_file=a.from_file,
+                                       options=options(a))
+
+
+def _status(parser):
+    parser.add_argument('session_dir', help='session folder')
+    parser.add_argument('--json', dest='as_json', action='store_true', help='print the status as one JSON object')
+    return lambda a: _commands().status(a.session_dir, as_json=a.as_json)
+
+
+def _plot(parser):
+    parser.add_argument('session_dir', help='session folder')
+    parser.add_argument('--out', metavar='DIR', help='where the PNG files go (default: SESSION/plots)')
+    return lambda a: _commands().plot(a.session_dir, a.out)
+
+
+def _schema(parser):
+    from torchassistant.spec.schema import SCHEMAS
+    parser.add_argument('kind', choices=sorted(SCHEMAS), help='which spec format')
+    return lambda a: _print_schema(SCHEMAS[a.kind])
+
+
+def _print_schema(schema):
+    json.dump(schema, sys.stdout, indent=2)
+    print()
+
+
+# name -> (how its arguments are added, one-line description, example arguments)
+_ARGUMENTS = {
+    'init': (_init, 'Create a training session folder from a training spec.',
+             ['examples/mnist/training.json', '--force examples/mnist/training.json']),
+    'train': (_train, 'Train a session stage by stage; run again to resume.', ['pretrained']),
+    'evaluate': (_evaluate, 'Print the metrics of the latest checkpoint on chosen pipelines.',
+                 ['examples/mnist/evaluation.json']),
+    'infer': (_infer, 'Run a pipeline forward on raw inputs through input converters.',
+              ['examples/mnist/inference.json examples/mnist/digit_2.png',
+               '--json --from images.txt examples/mnist/inference.json > predictions.jsonl']),
+    'check': (_check, 'Validate a training spec, build it and run one batch through every pipeline '
+                      '(no optimizer step); writes nothing.', ['examples/mnist/training.json']),
+    'status': (_status, 'Where a session stands: stage, epoch, last and best metrics, checkpoints, '
+                        'whether it is complete or training now. Reads only.', ['pretrained']),
+    'plot': (_plot, 'Draw learning curves as PNG files, one per stage.', ['pretrained', 'pretrained --out curves']),
+    'schema': (_schema, 'Print the JSON Schema of a spec format, for editors.',
+               ['training > training.schema.json']),
+}
+
+
+def _epilog(name):
+    examples = '\n'.join(f'  {command_hint(name, args)}' for args in _ARGUMENTS[name][2])
+    return f'example{"s" if len(_ARGUMENTS[name][2]) > 1 else ""}:\n{examples}\n\n{EXIT_CODES}'
+
+
+def _configure(parser, name):
+    """Add `name`'s arguments and --debug to `parser`; the action to run is stored in its defaults."""
+    parser.add_argument('--debug', action='store_true', help='show full Python tracebacks on errors')
+    parser.set_defaults(action=_ARGUMENTS[name][0](parser), command=name)
+    return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs):
+        super().__init__(formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    def error(self, message):
+        raise errors.UsageError(f'{self.prog}: {message}\n{self.format_usage().strip()}')
+
+
+# ---- entry points --------------------------------------------------------------------------------
+
+def main(argv=None, prog='torchassistant'):
+    """The console command: `torchassistant COMMAND ...` (`prog` is the name its hints use)."""
+    global _console
+    _console = prog
+    parser = _Parser(prog=prog, description='Config-driven training on top of PyTorch: a JSON spec in, '
+                                            'a trained session folder out.',
+                     epilog=f'{prog} COMMAND --help shows a command\'s arguments and an example.\n\n{EXIT_CODES}')
+    parser.add_argument('--version', action='version', version=f'torchassistant {version}')
+    parser.add_argument('--debug', action='store_true', help='show full Python tracebacks on errors')
+    subparsers = parser.add_subparsers(metavar='COMMAND', required=True)
+    for name, (_, description, _) in _ARGUMENTS.items():
+        _configure(subparsers.add_parser(name, help=description, description=textwrap.fill(description, 90),
+                                         epilog=_epilog(name)), name)
+    return _run(parser, argv)
+
+
+def _script(name, prog, argv):
+    global _console
+    _console = None
+    return _run(_configure(_Parser(prog=prog, description=_ARGUMENTS[name][1], epilog=_epilog(name)), name), argv)
+
+
+def init_main(argv=None):
+    return _script('init', 'init.py', argv)
 
 
 def train_main(argv=None):
-    parser = _parser('train.py', 'Train a session stage by stage; run again to resume.')
-    parser.add_argument('session_dir', help='session folder created by init.py')
-    return _run(parser, lambda a: commands.train(a.session_dir), argv)
+    return _script('train', 'train.py', argv)
 
 
 def evaluate_main(argv=None):
-    parser = _parser('evaluate.py', 'Print the metrics of the latest checkpoint on chosen pipelines.')
-    parser.add_argument('spec', help='evaluation spec (.json)')
-    return _run(parser, lambda a: commands.evaluate(a.spec), argv)
+    return _script('evaluate', 'evaluate.py', argv)
 
 
 def infer_main(argv=None):
-    parser = _parser('infer.py', 'Run a pipeline forward on raw inputs through input converters.')
-    parser.add_argument('spec', help='inference spec (.json)')
-    parser.add_argument('inputs', nargs='*', help='raw inputs, one per example (or one per inputs_meta entry)')
-    return _run(parser, lambda a: commands.infer(a.spec, a.inputs), argv)
+    return _script('infer', 'infer.py', argv)
+
+
+def schema_main(argv=None):
+    """`python -m torchassistant.schema KIND`."""
+    return _script('schema', 'python -m torchassistant.schema', argv)
+
+
+# ---- the one place errors become exit codes ------------------------------------------------------
+
+def _run(parser, argv):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = '--debug' in argv
+    command, session = None, 'SESSION'
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:           # --help, --version
+            return e.code if isinstance(e.code, int) else 0
+        args.debug, command = debug, args.command
+        session = getattr(args, 'session_dir', session)
+        result = args.action(args)
+        sys.stdout.flush()                # a closed pipe shows here, not at interpreter exit
+        return errors.EXIT_FAILURE if result is False else 0
+    except errors.Interrupted as e:       # SIGINT/SIGTERM while training: where it stopped, how to go on
+        _traceback(debug)
+        print(f'\n{e.message}. Resume with: {command_hint("train", session)}', file=sys.stderr)
+        return e.exit_code
+    except errors.TorchAssistantError as e:
+        _traceback(debug)
+        print(f'error: {e.message}', file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:               # `torchassistant schema training | head`: the reader has enough
+        _traceback(debug)
+        _discard_stdout()
+        return errors.EXIT_FAILURE
+    except OSError as e:                  # our own reading and writing; user code's errors are wrapped
+        _traceback(debug)
+        print(f'error: {e.filename or "a file"}: {e.strerror or e}', file=sys.stderr)
+        return errors.EXIT_FAILURE
+    except KeyboardInterrupt:
+        _traceback(debug)
+        resume = f' (resume from the last checkpoint with: {command_hint("train", session)})' \
+            if command == 'train' else ''
+        print(f'\ninterrupted; what was saved stays saved{resume}', file=sys.stderr)
+        return errors.EXIT_INTERRUPTED
+
+
+def _traceback(debug):
+    if debug:
+        traceback.print_exc()
+
+
+def _discard_stdout():
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

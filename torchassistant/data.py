@@ -1,15 +1,31 @@
-"""Datasets made from other datasets: split slices and preprocessed links; device moves."""
+"""Datasets made from other datasets: split slices and preprocessed links; resumable loaders;
+device moves."""
 import torch
-from torch.utils.data import Subset
+import re
+
+from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset
 
 SLICES = ('train', 'val', 'test')
 
 
+def slice_reference(name):
+    """(split, slice) of a reference to a split's slice, "s.train" or "s[0]" (0, 1, 2: train, val, test);
+    None when `name` has neither form. An index past the slices stays a number: "s[5]" -> ("s", "5").
+    A dataset whose name has that form is read first (callers try the exact name before this)."""
+    indexed = re.fullmatch(r'(.+)\[(\d+)\]', name)
+    if indexed:
+        index = int(indexed[2])
+        return indexed[1], SLICES[index] if index < len(SLICES) else str(index)
+    split, dot, part = name.rpartition('.')
+    return (split, part) if dot and split else None
+
+
 def draw_split(length, ratio, generator):
-    """Random disjoint index lists, one per ratio entry, covering range(length)."""
+    """Random disjoint index lists, one per ratio entry, covering range(length): floor(r * length)
+    examples each, and the last slice also gets what rounding leaves (10 at .5/.25/.25: 5, 2, 3)."""
     order = torch.randperm(length, generator=generator).tolist()
     sizes = [int(length * r) for r in ratio]
-    sizes[0] += length - sum(sizes)     # rounding leftovers go to the first slice
+    sizes[-1] += length - sum(sizes)
     slices, start = [], 0
     for size in sizes:
         slices.append(order[start:start + size])
@@ -40,8 +56,55 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         return apply_preprocessors(self.preprocessors, self.dataset[index])
 
 
+class ResumableLoader(DataLoader):
+    """A DataLoader whose next iteration can start `skip` batches in, by advancing its sampler only:
+    the skipped batches' indices are drawn (so the order is the same as a full pass) but their examples
+    are never loaded. Resuming mid-epoch uses it to continue exactly where a checkpoint was taken."""
+
+    _skip = 0
+
+    def skip_next(self, count):
+        """The next iterator starts after `count` batches. IterableDatasets have no sampler to advance;
+        their next iterator loads and drops `count` batches instead."""
+        self._skip = count
+
+    @property
+    def _index_sampler(self):     # read once by each new iterator (and by len())
+        sampler = super()._index_sampler
+        if self._skip and not isinstance(self.dataset, IterableDataset):
+            return _Skipping(sampler, self._skip)
+        return sampler
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        skip, self._skip = self._skip, 0
+        if isinstance(self.dataset, IterableDataset):
+            for _ in range(skip):
+                next(iterator)
+        return iterator
+
+
+class _Skipping:
+    """A (batch) sampler that passes over its first `skip` items once, then is the sampler itself."""
+
+    def __init__(self, sampler, skip):
+        self.sampler = sampler
+        self.skip = skip
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        skip, self.skip = self.skip, 0
+        iterator = iter(self.sampler)
+        for _ in range(skip):
+            next(iterator, None)
+        yield from iterator
+
+
 def apply_preprocessors(preprocessors, example):
-    example = tuple(example)
+    """Element i through preprocessor i; an example that is not a tuple or list is one element."""
+    example = tuple(example) if isinstance(example, (tuple, list)) else (example,)
     processed = tuple(p.process(value) for p, value in zip(preprocessors, example))
     return processed + example[len(processed):]
 
@@ -55,6 +118,8 @@ def preprocessors_of(dataset):
             dataset = dataset.dataset
         elif isinstance(dataset, Subset):
             dataset = dataset.dataset
+        elif isinstance(dataset, ConcatDataset):     # a merge: its parts are preprocessed alike (the first says)
+            dataset = dataset.datasets[0]
         else:
             return chain[::-1]
 

@@ -34,6 +34,20 @@ class SpecError(TorchAssistantError):
         super().__init__(header + ":\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+class Interrupted(TorchAssistantError):
+    """Training stopped by SIGINT (exit 130) or SIGTERM (exit 143); `saved`: a checkpoint was just taken
+    where it stopped. The message says where it stopped; the CLI adds the command that resumes."""
+
+    def __init__(self, signum, where, saved):
+        import signal
+        self.signum = signum
+        self.exit_code = 128 + int(signum)
+        self.saved = saved
+        name = signal.Signals(signum).name
+        kept = 'a checkpoint was saved there' if saved else 'what was saved before stays saved'
+        super().__init__(f'training stopped by {name} {where}; {kept}')
+
+
 class UserCodeError(TorchAssistantError):
     """User code (a dataset, model, transform...) raised while the framework called it."""
     exit_code = EXIT_FAILURE

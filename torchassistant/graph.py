@@ -2,13 +2,16 @@
 
 A *frame* is a dict of named variables (`input_1`, `y_hat`...). A batch processor takes a frame and
 returns it extended with its nodes' outputs; a batch graph routes frames from its input ports through
-its batch processors in topological order and returns every node's resulting frame.
+its batch processors in topological order and returns every node's resulting frame. In inference mode
+(`graph(frames, inference=True)`, what infer runs) a model that defines `run_inference(*inputs)` is
+called through it instead of `forward`: e.g. a decoder that feeds back its own predictions.
 """
 from dataclasses import dataclass
 
 import torch
 
 from torchassistant.data import describe, to_device
+from torchassistant.spec import rules
 
 
 class StepError(Exception):
@@ -40,7 +43,7 @@ class BatchProcessor:
         self.output_adapter = output_adapter
         self.device = torch.device(device) if device else None
 
-    def __call__(self, frame):
+    def __call__(self, frame, inference=False):
         variables = dict(frame)
         adapted = self.input_adapter(frame) if self.input_adapter else None
         outputs = {}
@@ -49,8 +52,9 @@ class BatchProcessor:
             args = [given[name] if name in given else variables[name] for name in node.inputs]
             if self.device is not None:
                 args = [to_device(a, self.device) for a in args]
+            run = getattr(node.model, 'run_inference', node.model) if inference else node.model
             try:
-                result = node.model(*args)
+                result = run(*args)
             except Exception as e:
                 received = {name: describe(value) for name, value in zip(node.inputs, args)}
                 raise StepError(f'model "{node.model_name}" ({node.where}) in batch processor "{self.name}"',
@@ -68,7 +72,8 @@ class BatchProcessor:
         return [node.model for node in self.nodes]
 
     def optimizers(self):
-        return [node.optimizer for node in self.nodes if node.optimizer is not None]
+        """(optimizer name, torch optimizer) of the trainable nodes."""
+        return [(node.optimizer_name, node.optimizer) for node in self.nodes if node.optimizer is not None]
 
 
 class BatchGraph:
@@ -80,13 +85,13 @@ class BatchGraph:
         self.order = [(node, processors[node], list(ingoing_edges.get(node, ())))
                       for node in topological_order(list(processors), ingoing_edges)]
 
-    def __call__(self, port_frames):
+    def __call__(self, port_frames, inference=False):
         results = {}
         for name, processor, sources in self.order:
             frame = {}
             for source in sources:
                 frame.update(port_frames[source] if source in port_frames else results[source])
-            results[name] = processor(frame)
+            results[name] = processor(frame, inference)
         return results
 
     def processors(self):
@@ -117,15 +122,14 @@ def topological_order(nodes, ingoing_edges):
     return ordered
 
 
-AUTO_PORT = 'input'
-
-
 def single_model_graph(model_name, model, optimizer_name=None, optimizer=None, where=''):
-    """The graph a spec with one model gets: the model reads `input_1`, its first output is `y_hat`."""
-    node = Node(model_name, model, ['input_1'], ['y_hat'], optimizer_name, optimizer, where)
-    processor = BatchProcessor(model_name, [node])
-    return BatchGraph(model_name, {model_name: processor}, [AUTO_PORT], {model_name: [AUTO_PORT]})
+    """The graph a spec with one model gets: the model reads `input_1`, its first output is `y_hat`
+    (the rule and its names live in spec.rules)."""
+    node = Node(model_name, model, [rules.LONE_MODEL_INPUT], [rules.LONE_MODEL_OUTPUT], optimizer_name, optimizer,
+                where)
+    return single_processor_graph(model_name, BatchProcessor(model_name, [node]))
 
 
 def single_processor_graph(name, processor):
-    return BatchGraph(name, {name: processor}, [AUTO_PORT], {name: [AUTO_PORT]})
+    port = rules.DEFAULT_PORT
+    return BatchGraph(name, {name: processor}, [port], {name: [port]})

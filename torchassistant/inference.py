@@ -1,90 +1,274 @@
-"""Raw command-line inputs -> examples (input converters) -> one batch through a pipeline, forward only."""
+"""Raw inputs -> examples (input converters) -> batches through a pipeline, forward only -> results.
+
+Examples come from the command line (one batch) or from a file, one example per line, in batches of
+the data loader's batch size. Each batch's results go to the output device as soon as it finishes:
+infer prints `Running inference on:  [inputs]`, then calls the device with the results dict (the
+default device prints `name:value` per result); or, with --json, one JSON object per example.
+"""
+import json
 import os
+import sys
 
 import torch
 
 from torchassistant import errors
 from torchassistant.build import instantiate
-from torchassistant.data import apply_preprocessors, preprocessors_of
+from torchassistant.collators import example_elements
+from torchassistant.data import apply_preprocessors, describe, preprocessors_of, to_device
 from torchassistant.errors import UsageError
 from torchassistant.resolve import suggest
 from torchassistant.spec.validate import raise_for_problems
 
 
 class PrintResults:
-    """The default output device: the inputs, then `name:value` per result."""
+    """The default output device: `name:value` per result."""
 
-    def __call__(self, inputs, results):
-        print('Running inference on: ', inputs)
+    def __call__(self, results):
         for name, value in results.items():
             print(f'{name}:{value.cpu() if isinstance(value, torch.Tensor) else value}')   # as on any device
 
 
-def run(spec, document, entities, pipeline, inputs):
-    """Run `pipeline` on the raw `inputs` as the inference spec says, then print or output them."""
-    metas = spec['inputs_meta']
-    converters = [_build(document, ('inputs_meta', i, 'input_converter'), m['input_converter'], entities)
-                  for i, m in enumerate(metas)]
-    if len(metas) > 1 and len(inputs) != len(metas):
-        raise UsageError(f'{document.describe(("inputs_meta",))} has {len(metas)} entries, so exactly '
-                         f'{len(metas)} inputs are expected (one example); got {len(inputs)}')
-    feeds = {feed.port: feed for feed in pipeline.feeds}
-    problems = [document.problem(('inputs_meta', i, 'input_port'),
-                                 f'pipeline "{pipeline.name}" has no input port "{m["input_port"]}"'
-                                 + suggest(m['input_port'], feeds) + f'; its ports: {", ".join(feeds)}')
-                for i, m in enumerate(metas) if 'input_port' in m and m['input_port'] not in feeds]
-    raise_for_problems(problems, document.source)
-    if len(metas) == 1:
-        # every input is one example, all of them one batch
-        port = metas[0].get('input_port', pipeline.feeds[0].port)
-        groups = {port: [_convert(document, 0, converters[0], text, feeds[port]) for text in inputs]}
-    else:
+class Example:
+    """The raw inputs of one example (one per inputs_meta entry) and where they came from."""
+
+    def __init__(self, inputs, where=None):
+        self.inputs = inputs
+        self.where = where       # "FILE:LINE" for --from, None for the command line
+
+    def shown(self):
+        """The example as printed and in --json: the input, or the list of them when there are several."""
+        return self.inputs[0] if len(self.inputs) == 1 else list(self.inputs)
+
+
+class Inference:
+    """An inference spec ready to run: input converters bound to ports, post-processor, output device."""
+
+    def __init__(self, spec, document, entities, pipeline):
+        self.document, self.pipeline = document, pipeline
+        self.metas = spec['inputs_meta']
+        self.feeds = {feed.port: feed for feed in pipeline.feeds}
+        problems = [document.problem(('inputs_meta', i, 'input_port'),
+                                     f'pipeline "{pipeline.name}" has no input port "{m["input_port"]}"'
+                                     + suggest(m['input_port'], self.feeds) + f'; its ports: {", ".join(self.feeds)}')
+                    for i, m in enumerate(self.metas) if 'input_port' in m and m['input_port'] not in self.feeds]
+        problems += [document.problem(('inputs_meta', i), f'pipeline "{pipeline.name}" has {len(self.feeds)} input '
+                                      f'port(s), so this entry has no port of its own; name one with "input_port": '
+                                      f'{", ".join(self.feeds)}')
+                     for i, m in enumerate(self.metas) if 'input_port' not in m and i >= len(pipeline.feeds)]
+        raise_for_problems(problems, document.source)
+        self.ports = [m.get('input_port', pipeline.feeds[i].port) for i, m in enumerate(self.metas)]
+        self.converters = [_build(document, ('inputs_meta', i, 'input_converter'), m['input_converter'], entities)
+                           for i, m in enumerate(self.metas)]
+        self.names = spec.get('results', ['y_hat'])
+        self.post = _build(document, ('post_processor',), spec['post_processor'], entities, (entities,)) \
+            if 'post_processor' in spec else None
+        self.device = _build(document, ('output_device',), spec['output_device'], entities) \
+            if 'output_device' in spec else PrintResults()
+
+    def batch_size(self):
+        """The smallest batch size of the data loaders the inputs go to (1 if none says)."""
+        sizes = [_batch_size(self.feeds[port].loader) for port in set(self.ports)]
+        return min([s for s in sizes if s] or [1])
+
+    def examples_from_argv(self, inputs):
+        """The command line's inputs: one example each, or, with k inputs_meta entries, exactly k inputs."""
+        if len(self.metas) == 1:
+            return [Example([text]) for text in inputs]
+        if len(inputs) != len(self.metas):
+            raise UsageError(f'{self.document.describe(("inputs_meta",))} has {len(self.metas)} entries, so '
+                             f'exactly {len(self.metas)} inputs are expected (one example); got {len(inputs)}')
+        return [Example(list(inputs))]
+
+    def examples_from_lines(self, lines, source):
+        """One example per non-blank line of `lines`; its inputs separated by tabs when there are several."""
+        for number, line in enumerate(lines, start=1):
+            line = line.rstrip('\r\n')
+            if not line.strip():
+                continue
+            inputs = line.split('\t') if len(self.metas) > 1 else [line]
+            if len(inputs) != len(self.metas):
+                raise UsageError(f'{source}:{number}: {self.document.describe(("inputs_meta",))} has '
+                                 f'{len(self.metas)} entries, so each line needs {len(self.metas)} inputs '
+                                 f'separated by tabs; this one has {len(inputs)}')
+            yield Example(inputs, f'{source}:{number}')
+
+    def predict(self, examples):
+        """{result name: value} for a batch of examples (post-processed when the spec says so)."""
         groups = {}
-        for i, (meta, converter, text) in enumerate(zip(metas, converters, inputs)):
-            port = meta.get('input_port', pipeline.feeds[i].port)
-            groups.setdefault(port, []).append(_convert(document, i, converter, text, feeds[port]))
-    port_frames = {}
-    for port, examples in groups.items():
-        feed = feeds[port]
-        port_frames.setdefault(port, {}).update(feed.frame(feed.loader.collate_fn(examples)))
-    pipeline.train(False)
-    with torch.inference_mode():
+        for example in examples:
+            for i, (port, converter, text) in enumerate(zip(self.ports, self.converters, example.inputs)):
+                groups.setdefault(port, []).append(self._convert(i, converter, text, example.where))
+        port_frames = {}
+        for port, converted in groups.items():
+            feed = self.feeds[port]
+            port_frames.setdefault(port, {}).update(feed.frame(_collate(feed, converted, examples)))
+        self.pipeline.train(False)
+        with torch.inference_mode():
+            try:
+                outputs = self._forward(port_frames)
+            except Exception as e:
+                raise errors.user_code_error(f'pipeline "{self.pipeline.name}" failed on the inputs '
+                                             f'{_about(examples)}', e) from e
+        variables = {k: v for frame in outputs.values() for k, v in frame.items()}
+        missing = [n for n in self.names if n not in variables]
+        if missing:
+            raise UsageError(f'{self.document.describe(("results",))}: pipeline "{self.pipeline.name}" produces no '
+                             f'{", ".join(missing)}; it produces: {", ".join(variables)}')
+        results = {name: variables[name] for name in self.names}
+        if self.post is not None:
+            results = _call(self.document, ('post_processor',), self.post, results, _about(examples))
+        return results
+
+    def _forward(self, port_frames):
+        """The pipeline's graph on one batch in inference mode: a model's run_inference(*inputs) runs
+        instead of its forward where it defines one."""
+        move_to = self.pipeline.move_to
+        if move_to is not None:
+            port_frames = {port: to_device(frame, move_to) for port, frame in port_frames.items()}
+        return self.pipeline.graph(port_frames, inference=True)
+
+    def _convert(self, index, converter, text, where):
+        converter_at = self.document.describe(("inputs_meta", index, "input_converter"))
+        on = f'{where}: input {text!r}' if where else f'input {text!r}'
         try:
-            outputs = pipeline.forward(port_frames)
+            example = converter(text)
+        except (FileNotFoundError, IsADirectoryError) as e:
+            if os.path.isdir(text):
+                raise UsageError(f'{on} is a folder; the input converter at {converter_at} expects a file') from e
+            if os.path.exists(text):
+                raise errors.user_code_error(f'{converter_at} failed on {on}', e) from e
+            raise UsageError(f'{on} does not exist (the input converter at {converter_at} '
+                             f'opens it as a file)') from e
         except Exception as e:
-            raise errors.user_code_error(f'pipeline "{pipeline.name}" failed on the inputs', e) from e
-    variables = {k: v for frame in outputs.values() for k, v in frame.items()}
-    names = spec.get('results', ['y_hat'])
-    missing = [n for n in names if n not in variables]
-    if missing:
-        raise UsageError(f'{document.describe(("results",))}: pipeline "{pipeline.name}" produces no '
-                         f'{", ".join(missing)}; it produces: {", ".join(variables)}')
-    results = {name: variables[name] for name in names}
-    if 'post_processor' in spec:
-        post = _build(document, ('post_processor',), spec['post_processor'], entities, (entities,))
-        results = _call(document, ('post_processor',), post, results)
-    device = _build(document, ('output_device',), spec['output_device'], entities) \
-        if 'output_device' in spec else PrintResults()
-    _call(document, ('output_device',), device, list(inputs), results)
+            raise errors.user_code_error(f'{converter_at} failed on {on}', e) from e
+        for preprocessors in preprocessors_of(self.feeds[self.ports[index]].loader.dataset):
+            example = apply_preprocessors(preprocessors, example)
+        return example
+
+    # ---- output -----------------------------------------------------------------------------------
+    def show(self, examples, results):
+        """`Running inference on:  [inputs]`, then the output device gets the results."""
+        print('Running inference on: ', [text for example in examples for text in example.inputs], flush=True)
+        _call(self.document, ('output_device',), self.device, results, _about(examples))
+        sys.stdout.flush()
+
+    def write_json(self, examples, results, out):
+        """One JSON object per example on `out`: its input and each result sliced along dimension 0."""
+        if not isinstance(results, dict):
+            raise UsageError(f'--json writes one object per example from a dict of results, but '
+                             f'{self.document.describe(("post_processor",))} returned {describe(results)}')
+        if 'input' in results:
+            raise UsageError(f'--json writes the example\'s input under "input", and a result has that name '
+                             f'({self.document.describe(("results",))}); rename it')
+        per_name = {name: _per_example(name, value, len(examples)) for name, value in results.items()}
+        for i, example in enumerate(examples):
+            line = {'input': example.shown(), **{name: values[i] for name, values in per_name.items()}}
+            out.write(json.dumps(line) + '\n')
+        out.flush()
 
 
-def _convert(document, index, converter, text, feed):
-    converter_at = document.describe(("inputs_meta", index, "input_converter"))
+def run(inference, batches, json_out=None):
+    """Run every batch of examples through `inference`; print each one's results as it finishes,
+    or write them as JSON lines to `json_out`. Returns the number of examples."""
+    count = 0
+    for examples in batches:
+        results = inference.predict(examples)
+        if json_out is not None:
+            inference.write_json(examples, results, json_out)
+        else:
+            inference.show(examples, results)
+        count += len(examples)
+    return count
+
+
+def batched(examples, size):
+    """Lists of up to `size` examples, read lazily from the iterable `examples`."""
+    batch = []
+    for example in examples:
+        batch.append(example)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _per_example(name, value, count):
+    """The values of result `name` for each of the `count` examples: its items along dimension 0, as JSON values."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == count:
+        items = value.detach().cpu().tolist()
+    elif hasattr(value, 'tolist') and getattr(value, 'ndim', 0) > 0 and len(value) == count:   # numpy
+        items = value.tolist()
+    elif isinstance(value, (list, tuple)) and len(value) == count:
+        items = list(value)
+    else:
+        raise UsageError(f'--json writes one object per example, but result "{name}" ({describe(value)}) has no '
+                         f'entry per example along its first dimension ({count} examples in the batch)')
     try:
-        example = converter(text)
-    except (FileNotFoundError, IsADirectoryError) as e:
-        if os.path.isdir(text):
-            raise UsageError(f'input {text!r} is a folder; the input converter at {converter_at} '
-                             f'expects a file') from e
-        if os.path.exists(text):
-            raise errors.user_code_error(f'{converter_at} failed on {text!r}', e) from e
-        raise UsageError(f'input {text!r} does not exist (the input converter at {converter_at} '
-                         f'opens it as a file)') from e
+        return [json.loads(json.dumps(item, default=_jsonable)) for item in items]
+    except TypeError as e:
+        raise UsageError(f'--json cannot write result "{name}": {e}') from None
+
+
+def _jsonable(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().tolist()
+    if hasattr(value, 'tolist'):          # numpy arrays and scalars
+        return value.tolist()
+    raise TypeError(f'{describe(value)} is not a number, string, list, dict or tensor')
+
+
+def _collate(feed, converted, examples):
+    """The batch the feed's collator makes of the `converted` examples (from `examples`). At inference an
+    example may have no target (a converter returns `(image, None)`): a collator that cannot take the
+    None columns at the end is given only the columns before them, the inputs; if it fails on those too,
+    the error says what to do."""
+    collate = feed.loader.collate_fn
+    try:
+        return collate(converted)
     except Exception as e:
-        raise errors.user_code_error(f'{converter_at} failed on {text!r}', e) from e
-    for preprocessors in preprocessors_of(feed.loader.dataset):
-        example = apply_preprocessors(preprocessors, example)
-    return example
+        error = e
+    inputs = _without_missing_columns(converted)
+    if inputs is not None:
+        try:
+            return collate(inputs)
+        except Exception:
+            pass
+    failure = f'the collator of data loader "{feed.loader_name}" failed on the converted inputs {_about(examples)}'
+    if inputs is None:
+        raise errors.user_code_error(failure, error) from error
+    width, kept = len(example_elements(converted[0])), len(inputs[0])
+    raise errors.user_code_error(failure, error, (
+        f'\n  The input converter gives examples of {width} elements whose last {width - kept} is None (no target '
+        f'at inference), and the collator takes neither the examples as they are nor their first {kept} '
+        f'element(s) alone. Make the collator pass a column of None through (as '
+        f'torchassistant.collators.ColumnWiseCollator does) or accept examples without their target, or have the '
+        f'input converter return a target the collator can convert.')) from error
+
+
+def _without_missing_columns(examples):
+    """The examples without their trailing elements that are None in every example, or None when
+    there are none such (or nothing would be left)."""
+    rows = [example_elements(example) for example in examples]
+    width = min(len(row) for row in rows)
+    kept = width
+    while kept > 0 and all(row[kept - 1] is None for row in rows):
+        kept -= 1
+    if kept in (0, width) or any(len(row) != width for row in rows):
+        return None
+    return [tuple(row[:kept]) for row in rows]
+
+
+def _batch_size(loader):
+    size = getattr(loader, 'batch_size', None)
+    return size or getattr(getattr(loader, 'batch_sampler', None), 'batch_size', None)
+
+
+def _about(examples):
+    """The inputs of a batch for error messages: their lines in the file, or the inputs themselves."""
+    if examples[0].where:
+        return examples[0].where if len(examples) == 1 else f'{examples[0].where} to {examples[-1].where}'
+    return repr([example.shown() for example in examples])
 
 
 def _build(document, path, spec, entities, leading=()):
@@ -92,5 +276,5 @@ def _build(document, path, spec, entities, leading=()):
                                  None, leading)
 
 
-def _call(document, path, function, *args):
-    return errors.call_user_code(f'{document.describe(path)} failed on {args[0]!r}', function, *args)
+def _call(document, path, function, argument, inputs):
+    return errors.call_user_code(f'{document.describe(path)} failed on the results of {inputs}', function, argument)

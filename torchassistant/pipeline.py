@@ -1,13 +1,16 @@
 """Pipelines: one iteration of work on a batch, and the meters that average its losses and metrics.
 
-The training step is what a hand-written loop does: forward, sum the losses, zero_grad, backward,
-step. Loss and metric values stay on the device; they are read (a host sync) only when displayed.
+The training iteration is what a hand-written loop does: forward, sum the losses, then the step
+object (torchassistant.step) zeroes, back-propagates and steps. Loss and metric values stay on the
+device; they are read (a host sync) only when displayed.
 """
+import contextlib
 import copy
 from dataclasses import dataclass
 
 import torch
 
+from torchassistant import distributed
 from torchassistant.data import describe, to_device
 from torchassistant.graph import StepError
 
@@ -74,7 +77,13 @@ class Pipeline:
         self.move_to = None if torch.device(device).type == 'cpu' else device   # CPU: nothing to move
         processors = graph.processors()
         self.models = list({id(m): m for p in processors for m in p.models()}.values())
-        self.optimizers = list({id(o): o for p in processors for o in p.optimizers()}.values())
+        named = {id(o): (n, o) for p in processors for n, o in p.optimizers()}.values()
+        self.optimizer_names = [n for n, _ in named]
+        self.optimizers = [o for _, o in named]
+        # parameters of the graph's models that none of its optimizers updates (frozen nodes): the step
+        # keeps gradients out of them while this pipeline trains, though gradients flow through them
+        owned = {id(p) for o in self.optimizers for group in o.param_groups for p in group['params']}
+        self.frozen = [p for m in self.models for p in m.parameters() if id(p) not in owned and p.requires_grad]
 
     def num_batches(self, limit=None):
         count = min(len(feed.loader) for feed in self.feeds)
@@ -84,15 +93,24 @@ class Pipeline:
             count = min(count, limit)
         return count
 
-    def batches(self, limit=None):
-        """Port frames, one dict {port: frame} per iteration; loaders are iterated together."""
-        count = self.num_batches(limit)
-        for index, batches in enumerate(zip(*(feed.loader for feed in self.feeds))):
+    def batches(self, limit=None, skip=0):
+        """Port frames, one dict {port: frame} per iteration; loaders are iterated together. The
+        loaders' iterators are created now (not at the first batch), so loaders draw their order in a
+        fixed sequence; `skip` starts `skip` batches in without loading them (resuming mid-epoch)."""
+        count = self.num_batches(limit) - skip
+        for feed in self.feeds:
+            if skip and hasattr(feed.loader, 'skip_next'):
+                feed.loader.skip_next(skip)
+        iterators = [iter(feed.loader) for feed in self.feeds]
+        return self._frames(zip(*iterators), count)
+
+    def _frames(self, batches, count):
+        for index, batch in enumerate(batches):
             if index == count:
                 return
             port_frames = {}
-            for feed, batch in zip(self.feeds, batches):
-                port_frames.setdefault(feed.port, {}).update(feed.frame(batch))
+            for feed, part in zip(self.feeds, batch):
+                port_frames.setdefault(feed.port, {}).update(feed.frame(part))
             yield port_frames
 
     def forward(self, port_frames):
@@ -100,24 +118,25 @@ class Pipeline:
             port_frames = {port: to_device(frame, self.move_to) for port, frame in port_frames.items()}
         return self.graph(port_frames)
 
-    def train_step(self, port_frames, meters):
-        results = self.forward(port_frames)
-        total = None
-        for use, meter in zip(self.losses, meters.losses):
-            loss, count = _apply(use, results, self.move_to)
-            meter.add(loss.detach(), count)
-            total = loss if total is None else total + loss
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        for optimizer in self.optimizers:
-            optimizer.step()
-        meters.update_metrics(results)
+    def train_step(self, port_frames, meters, step):
+        """One training iteration; `step` (a TrainStep) turns the summed loss into updates. A batch the
+        step drops (a non-finite loss it is told to skip) leaves the meters as they were."""
+        with step.forward(self):
+            results = self.forward(port_frames)
+            losses = [_apply(use, results, self.move_to) for use in self.losses]
+            total = losses[0][0]
+            for loss, _ in losses[1:]:
+                total = total + loss
+        if step.update(self, total, losses):
+            for meter, (loss, count) in zip(meters.losses, losses):
+                meter.add(loss.detach(), count)
+            meters.update_metrics(results)
 
-    def eval_step(self, port_frames, meters):
-        results = self.forward(port_frames)
-        for use, meter in zip(self.losses, meters.losses):
-            meter.add(*_apply(use, results, self.move_to))
+    def eval_step(self, port_frames, meters, precision=None):
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            results = self.forward(port_frames)
+            for use, meter in zip(self.losses, meters.losses):
+                meter.add(*_apply(use, results, self.move_to))
         meters.update_metrics(results)
         return results
 
@@ -156,7 +175,7 @@ class Meters:
 
     def __init__(self, pipeline):
         self.pipeline = pipeline
-        self.losses = [Mean() for _ in pipeline.losses]
+        self.losses = [Mean(torch.device(pipeline.device)) for _ in pipeline.losses]
         self.metrics = [_metric_meter(use.criterion.function, pipeline.device) for use in pipeline.metrics]
 
     def update_metrics(self, results):
@@ -168,11 +187,32 @@ class Meters:
                 received = {n: describe(variables[n]) for n in use.criterion.inputs if n in variables}
                 raise StepError(f'metric "{use.criterion.name}" ({use.criterion.where})', received, e) from e
 
-    def values(self):
-        """{display name: float}: reads the device (a host sync), so call it only to display or log."""
-        out = {use.display_name: _to_float(m.compute()) for use, m in zip(self.pipeline.metrics, self.metrics)}
-        out.update({use.display_name: m.compute() for use, m in zip(self.pipeline.losses, self.losses)})
+    def state_dict(self):
+        """The running sums, for a mid-epoch checkpoint (tensors and numbers only); in a distributed run
+        the sums over all processes (each must call it), which one process loads on resume."""
+        return {'losses': [m.state_dict(local=False) for m in self.losses],
+                'metrics': [_meter_state(m) for m in self.metrics]}
+
+    def load_state_dict(self, state):
+        for meter, saved in zip(self.losses, state['losses']):
+            meter.load_state_dict(saved)
+        for meter, saved in zip(self.metrics, state['metrics']):
+            _load_meter_state(meter, saved)
+
+    def values(self, local=False):
+        """{display name: float}: reads the device (a host sync), so call it only to display or log. In a
+        distributed run, over all processes (each must call it), or with `local` this process's alone."""
+        out = {use.display_name: _to_float(_compute(m, local)) for use, m in zip(self.pipeline.metrics, self.metrics)}
+        out.update({use.display_name: m.compute(local) for use, m in zip(self.pipeline.losses, self.losses)})
         return out
+
+
+def _compute(meter, local):
+    if isinstance(meter, _CallableMetric):
+        return meter.compute(local)
+    if local and distributed.active():
+        return type(meter).compute(meter)     # torchmetrics wraps compute in its sync over processes
+    return meter.compute()
 
 
 def _to_float(value):
@@ -182,19 +222,35 @@ def _to_float(value):
 class Mean:
     """Example-weighted mean of per-batch values (each the batch's mean)."""
 
-    def __init__(self):
+    def __init__(self, device_hint=None):
         self.total = 0.0
         self.count = 0
+        self.last = None                   # the latest batch's value (a loss: a tensor on the device)
+        self.device_hint = device_hint     # where a restored running total goes
 
     def add(self, value, count):
+        self.last = value
         if isinstance(self.total, torch.Tensor):
             self.total.add_(value, alpha=count)      # in place: one op, no new tensor per batch
         else:
             self.total = self.total + value * count  # numbers, or the first tensor (a new one: no aliasing)
         self.count += count
 
-    def compute(self):
-        return _to_float(self.total) / self.count if self.count else float('nan')
+    def compute(self, local=False):
+        """The mean over all processes of a distributed run (each must call it), or with `local` this one's."""
+        total, count = (self.total, self.count) if local else distributed.sum_over_processes(self.total, self.count)
+        return _to_float(total) / count if count else float('nan')
+
+    def state_dict(self, local=True):
+        total, count = (self.total, self.count) if local else distributed.sum_over_processes(self.total, self.count)
+        total = total.clone() if isinstance(total, torch.Tensor) else total
+        return {'total': total, 'count': int(count)}
+
+    def load_state_dict(self, state):
+        total = state['total']
+        if isinstance(total, torch.Tensor) and isinstance(self.device_hint, torch.device):
+            total = total.to(self.device_hint)
+        self.total, self.count = total, state['count']
 
 
 class _CallableMetric:
@@ -207,8 +263,8 @@ class _CallableMetric:
     def update(self, *values):
         self.mean.add(self.function(*values), batch_size(values))
 
-    def compute(self):
-        return self.mean.compute()
+    def compute(self, local=False):
+        return self.mean.compute(local)
 
 
 def _metric_meter(metric, device):
@@ -218,3 +274,45 @@ def _metric_meter(metric, device):
         fresh.reset()
         return fresh.to(device) if isinstance(fresh, torch.nn.Module) else fresh
     return _CallableMetric(metric)
+
+
+def _meter_state(meter):
+    """A metric accumulator's state as tensors and numbers: a torchmetrics Metric's registered states,
+    or our mean's sums; reduced over the processes of a distributed run."""
+    if isinstance(meter, _CallableMetric):
+        return {'mean': meter.mean.state_dict(local=False)}
+    if hasattr(meter, '_defaults'):     # torchmetrics.Metric: its states are the attributes it registered
+        with meter.sync_context():      # reduced over processes while the block runs (one process: as is)
+            state = {name: _clone(getattr(meter, name), meter._defaults[name]) for name in meter._defaults}
+        state['_update_count'] = getattr(meter, '_update_count', 0)
+        return {'torchmetrics': state}
+    if hasattr(meter, 'state_dict') and hasattr(meter, 'load_state_dict'):
+        return {'state_dict': meter.state_dict()}
+    raise TypeError(f'{type(meter).__name__} keeps running state this checkpoint cannot save')
+
+
+def _load_meter_state(meter, saved):
+    if 'mean' in saved:
+        meter.mean.load_state_dict(saved['mean'])
+    elif 'torchmetrics' in saved:
+        state = dict(saved['torchmetrics'])
+        meter._update_count = state.pop('_update_count')
+        for name, value in state.items():
+            current = getattr(meter, name)
+            device = current.device if isinstance(current, torch.Tensor) else None
+            setattr(meter, name, value.to(device) if device is not None and isinstance(value, torch.Tensor)
+                    else [v.to(device) if isinstance(v, torch.Tensor) and device else v for v in value]
+                    if isinstance(value, list) else value)
+        meter._computed = None
+    else:
+        meter.load_state_dict(saved['state_dict'])
+
+
+def _clone(value, default=None):
+    if isinstance(value, torch.Tensor) and isinstance(default, list):    # a list state a sync concatenated
+        return [value.detach().clone()]
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value

@@ -1,58 +1,147 @@
-"""Console output of training: a live line on a terminal, one row per epoch everywhere.
+"""Console output of training, as a trainer-event listener.
 
-    Epoch     1 [acc 0.8693, loss 0.4311] ===>................. 366 / 1875
+On a terminal, a tqdm line per epoch that is replaced by the epoch's row, then a bar for validation:
 
-The live line reads the running metrics (a host sync) only when it redraws, at most every
-`interval` seconds; when output is not a terminal there is no live line, so logs get no `\\r` spam.
+    Training stage 0 in progress
+    Epoch     1 [acc 0.8693, loss 0.4311] |███▌      | 366 / 1875 [00:04<00:19, 79.3 it/s]
+    Epoch     1 [acc 0.9421, loss 0.1903, val acc 0.9387, val loss 0.2015]
+
+In a log (not a terminal) there is no `\\r`: a plain progress line every `log_seconds` or 10 % of the
+epoch, and the row. Running metrics (a host sync) are read only when a line is drawn.
 """
+import math
+import os
 import sys
 import time
 
-BAR_WIDTH = 20
+from tqdm import tqdm
+
+BAR_FORMAT = '{desc} |{bar:20}| {n_fmt} / {total_fmt} [{elapsed}<{remaining}, {rate_fmt}]'
 
 
 def format_metrics(values):
     return '[' + ', '.join(f'{name} {value:.4f}' for name, value in values.items()) + ']'
 
 
-def bar(done, total):
-    filled = min(BAR_WIDTH, BAR_WIDTH * done // total) if total else BAR_WIDTH
-    return '=' * filled + '>' + '.' * (BAR_WIDTH - filled)
+def epoch_label(epoch):
+    return f'Epoch {epoch:5d}'
 
 
-class EpochProgress:
-    def __init__(self, epoch, total, stream=None, interval=0.2):
+class ConsoleProgress:
+    """Prints what training does. `quiet`: only the summary at the end."""
+
+    def __init__(self, stream=None, quiet=False, interval=0.2, log_seconds=30.0, best_metric=None):
         self.stream = stream or sys.stdout
-        self.live = self.stream.isatty()
-        self.epoch = epoch
-        self.total = total
+        self.best_metric = best_metric or {}     # the spec's train.best_metric decides "best", if given
+        self.quiet = quiet
+        self.live = not quiet and _isatty(self.stream)
         self.interval = interval
-        self.next_draw = 0.0
-        self.width = 0
+        self.log_seconds = log_seconds
+        self.bar = None
+        self.session = None
 
-    def update(self, done, read_values):
-        """Called after every batch; `read_values()` is called only when the line is redrawn."""
-        if not self.live:
+    # -- events --
+    def on_training_start(self, trainer, progress):
+        self.session = trainer.store.path
+        self.first_epoch = progress.epoch
+
+    def on_stage_start(self, stage, progress):
+        self._print(f'Training stage {stage.index} in progress')
+
+    def on_epoch_start(self, stage, epoch, total):
+        self.epoch, self.total = epoch, total
+        self.started = self.next_draw = time.monotonic()
+        self.next_log, self.next_log_count = self.started + self.log_seconds, max(1, math.ceil(total / 10))
+        if self.live:
+            self.bar = tqdm(total=total, desc=epoch_label(epoch), bar_format=BAR_FORMAT, file=self.stream,
+                            leave=False, mininterval=self.interval, dynamic_ncols=True)
+
+    def on_batch_end(self, done, read_values, meters=None):
+        if self.quiet:
             return
         now = time.monotonic()
-        if now < self.next_draw and done != self.total:
-            return
-        self.next_draw = now + self.interval
-        line = f'Epoch {self.epoch:5d} {format_metrics(read_values())} {bar(done, self.total)} {done} / {self.total}'
-        self._draw(line)
-
-    def finish(self, values):
-        line = f'Epoch {self.epoch:5d} {format_metrics(values)}'
         if self.live:
-            self._draw(line)
-            self.stream.write('\n')
-            self.width = 0
-        else:
-            self.stream.write(line + '\n')
-        self.stream.flush()
+            if now >= self.next_draw or done == self.total:
+                self.next_draw = now + self.interval
+                self.bar.set_description_str(f'{epoch_label(self.epoch)} {format_metrics(read_values())}',
+                                             refresh=False)
+                self.bar.update(done - self.bar.n)
+        elif now >= self.next_log or done >= self.next_log_count:
+            self.next_log = now + self.log_seconds
+            self.next_log_count = done + max(1, math.ceil(self.total / 10))
+            elapsed = now - self.started
+            rate = done / elapsed if elapsed > 0 else float('nan')
+            left = (self.total - done) / rate if rate and rate == rate else float('nan')
+            self._print(f'{epoch_label(self.epoch)} {format_metrics(read_values())} {done} / {self.total} '
+                        f'[{_clock(elapsed)}<{_clock(left)}, {rate:.2f} it/s]')
 
-    def _draw(self, line):
-        padding = ' ' * max(0, self.width - len(line))
-        self.stream.write('\r' + line + padding)
-        self.stream.flush()
-        self.width = len(line)
+    def on_validation_start(self, stage, total):
+        if self.live:
+            self.bar.close()
+            self.bar = tqdm(total=total, desc=f'{epoch_label(self.epoch)} validating', bar_format=BAR_FORMAT,
+                            file=self.stream, leave=False, mininterval=self.interval, dynamic_ncols=True)
+
+    def on_validation_batch(self, done):
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def on_epoch_end(self, stage, epoch, row, progress):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self._print(f'{epoch_label(epoch)} {format_metrics(row)}')
+
+    def on_training_end(self, progress, seconds):
+        epochs = progress.epoch - self.first_epoch
+        lines = [f'Training finished: {epochs} epoch(s) in {_clock(seconds)} (all {progress.stage} stage(s) done, '
+                 f'{progress.epoch} epochs in total)']
+        for stage, rows in sorted(progress.history.items()):
+            best = best_epoch(rows, self.best_metric.get('name'), self.best_metric.get('mode', 'min') if self.best_metric else None)
+            if best is not None:
+                number, name, value = best
+                lines.append(f'  stage {stage}: best {name} {value:.4f} at epoch {number} of {len(rows)}')
+        lines.append(f'  metrics: {os.path.join(self.session, "metrics")}/<stage>.csv; checkpoints: '
+                     f'{os.path.join(self.session, "checkpoints")}')
+        print('\n'.join(lines), file=self.stream, flush=True)
+
+    def _print(self, line):
+        if not self.quiet:
+            print(line, file=self.stream, flush=True)
+
+
+def lower_is_better(name):
+    """Losses and error rates go down, everything else (accuracy, F1...) up."""
+    words = name.lower().replace('_', ' ').split()
+    return any(w in ('loss', 'cer', 'wer', 'error', 'err', 'mse', 'mae', 'perplexity') or w.endswith('loss')
+               for w in words)
+
+
+def best_epoch(rows, name=None, mode=None):
+    """(epoch number, metric, value) of the best row by `name` (`mode` "min" or "max"), by default the
+    first validation metric ("val ...") else the first metric, lower-is-better for losses and error
+    rates; None when there is nothing to compare."""
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    if not names:
+        return None
+    name = name or next((n for n in names if n.startswith('val')), names[0])
+    scored = [(row[name], i) for i, row in enumerate(rows, start=1) if name in row and row[name] == row[name]]
+    if not scored:
+        return None
+    sign = 1 if (mode == 'min' if mode else lower_is_better(name)) else -1
+    value, number = min(scored, key=lambda s: (sign * s[0], s[1]))    # the earliest of equal bests
+    return number, name, value
+
+
+def _clock(seconds):
+    if seconds != seconds or seconds == float('inf'):
+        return '?'
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return (f'{hours}:' if hours else '') + f'{rest // 60:02d}:{rest % 60:02d}'
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,42 +1,95 @@
 """The session folder: the only module that writes there.
 
 Layout (see README):
-    SESSION/session.json              format version, created by which TorchAssistant
-    SESSION/spec.json                 the training spec as given
-    SESSION/learned.pt                splits and fitted preprocessors, drawn once at init
-    SESSION/checkpoints/epoch_N.pt    state after N finished epochs (0 = at init), with
-    SESSION/checkpoints/epoch_N.sha256  its checksum, written after it
-    SESSION/metrics/<stage>.csv       one row per epoch of that stage
+    SESSION/session.json                    format version, created by which TorchAssistant
+    SESSION/spec.json                       the training spec as given
+    SESSION/learned.pt                      splits and fitted preprocessors, drawn once at init
+    SESSION/train.lock                      while a trainer runs: {"pid", "host", "since", "command"}
+    SESSION/checkpoints/epoch_N.pt          state after N finished epochs (0 = at init), with
+    SESSION/checkpoints/epoch_N.sha256        its checksum, written after it
+    SESSION/checkpoints/epoch_N_batch_M.pt  state M batches into epoch N+1 (and its .sha256)
+    SESSION/checkpoints/best.pt             the best epoch-end checkpoint by train.best_metric (and
+                                              its .sha256; best.json: which epoch, what value)
+    SESSION/metrics/<stage>.csv             one row per epoch of that stage
+    SESSION/tensorboard/                    event files, written by TensorBoard's own writer (`folder`)
 
 Every file is written to a temporary name, flushed to disk and renamed, so a crash leaves either
-the old file or the new one. A checkpoint without a matching checksum is ignored on load.
+the old file or the new one; a write that fails (disk full, read-only folder) leaves the old one
+and no temporary file. A checkpoint without a matching checksum is ignored on load. Every .pt file
+is read as plain data (torch.load(weights_only=True)): a file that holds code is refused, never run.
+
+Retention, after each checkpoint: the newest `keep_checkpoints` epoch-end checkpoints and the newest
+`keep_checkpoints` mid-epoch ones of the epoch in progress; best.pt is a link of its own, never deleted.
+Checkpoints are written only by the trainer holding train.lock (`lock()`).
 """
+import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
+import math
 import os
+import pickle
 import re
 import shutil
+import socket
 import tempfile
+import time
+import uuid
+from collections import namedtuple
+from datetime import datetime
 
 import torch
 
 from torchassistant import version
-from torchassistant.errors import UsageError
+from torchassistant.checkpoint import plain_data_problem
+from torchassistant.cli import command_hint
+from torchassistant.errors import TorchAssistantError, UsageError
 
-FORMAT = 1
-_CHECKPOINT = re.compile(r'epoch_(\d+)\.pt$')
+EXPANDED = 'expanded.json'
+FORMAT = 2          # 2: every .pt file is plain data (format 1 kept numpy arrays in checkpoints)
+LOCK = 'train.lock'
+_CHECKPOINT = re.compile(r'epoch_(\d+)(?:_batch_(\d+))?\.(pt|sha256)$')
+
+
+class WriteError(TorchAssistantError):
+    """Writing a session file failed (disk full, read-only folder...); what was there stays intact."""
+
+
+class CheckpointId(namedtuple('CheckpointId', 'epoch batch')):
+    """(epoch, batch): `epoch` epochs finished and `batch` batches into the next (0: at an epoch's end)."""
+    __slots__ = ()
+
+    @property
+    def name(self):
+        return f'epoch_{self.epoch}' + (f'_batch_{self.batch}' if self.batch else '')
+
+    def describe(self):
+        return f'epoch {self.epoch}' + (f' + {self.batch} batches' if self.batch else '')
 
 
 class SessionStore:
-    def __init__(self, path):
+    def __init__(self, path, keep_checkpoints=3, best_metric=None):
         self.path = os.fspath(path)
+        self.shown = self.path          # the name messages use (create writes in a staging folder)
+        self.set_retention(keep_checkpoints, best_metric)
+
+    def set_retention(self, keep_checkpoints=3, best_metric=None):
+        """Keep the newest `keep_checkpoints` (>= 1) epoch-end checkpoints, and best.pt by `best_metric`,
+        {"name": a metric's display name, "mode": "min" | "max"} (None: no best.pt)."""
+        if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
+            raise ValueError(f'keep_checkpoints must be an integer >= 1, not {keep_checkpoints!r}')
+        if best_metric is not None and best_metric.get('mode', 'min') not in ('min', 'max'):
+            raise ValueError(f'best_metric mode must be "min" or "max", not {best_metric.get("mode")!r}')
+        self.keep_checkpoints = keep_checkpoints
+        self.best_metric = best_metric
 
     # ---- creating -----------------------------------------------------------------------------
     @classmethod
-    def create(cls, path, spec_text, learned_state, checkpoint_state, overwrite=False):
-        """Write a complete new session at `path` in a temporary folder, then move it into place."""
+    def create(cls, path, spec_text, learned_state, checkpoint_state, overwrite=False, expanded_text=None):
+        """Write a complete new session at `path` in a temporary folder, then move it into place.
+        `expanded_text`: for a concise spec, the explicit spec it was filled in to (expanded.json)."""
         path = os.path.normpath(os.fspath(path))
         cls.check_target(path, overwrite)
         parent = os.path.dirname(os.path.abspath(path))
@@ -47,10 +100,14 @@ class SessionStore:
             raise UsageError(f'cannot create the session folder "{path}": {e.strerror} ({e.filename})') from e
         try:
             store = cls(staging)
+            store.shown = path
             _atomic_write(os.path.join(staging, 'session.json'),
                           json.dumps({'format': FORMAT, 'torchassistant': version}, indent=2).encode())
             _atomic_write(os.path.join(staging, 'spec.json'), spec_text.encode())
-            _atomic_write(os.path.join(staging, 'learned.pt'), _serialize(learned_state))
+            if expanded_text is not None:
+                _atomic_write(os.path.join(staging, EXPANDED), expanded_text.encode())
+            _atomic_write(os.path.join(staging, 'learned.pt'),
+                          _serialize(learned_state, os.path.join(path, 'learned.pt')))
             os.makedirs(os.path.join(staging, 'checkpoints'))
             os.makedirs(os.path.join(staging, 'metrics'))
             store.save_checkpoint(0, checkpoint_state)
@@ -61,6 +118,9 @@ class SessionStore:
                 shutil.rmtree(old)
             else:
                 os.replace(staging, path)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise WriteError(f'cannot create the session "{path}": {_os_error(e)}; nothing was created') from e
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -74,63 +134,216 @@ class SessionStore:
             return
         if not overwrite:
             raise UsageError(f'"{path}" already exists; init never overwrites a session. Resume it with: '
-                             f'python train.py {path} ; or pass --force to replace it with a fresh session.')
+                             f'{command_hint("train", path)} ; or pass --force to replace it with a fresh session.')
         if not os.path.isfile(os.path.join(path, 'session.json')):
             raise UsageError(f'"{path}" exists and is not a TorchAssistant session (it has no session.json); '
                              f'--force replaces only sessions, so nothing was changed. Pick another session_dir.')
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path):
+    def open(cls, path, keep_checkpoints=3, best_metric=None):
         path = os.fspath(path)
         if not os.path.exists(path):
-            raise UsageError(f'session folder "{path}" does not exist; create it with: python init.py SPEC.json')
+            raise UsageError(f'session folder "{path}" does not exist; create it with: {command_hint("init", "SPEC.json")}')
         if not os.path.isdir(path):
             raise UsageError(f'"{path}" is a file, not a session folder; the command expects the folder '
                              f'that init created (the spec\'s session_dir)')
         if not os.path.isfile(os.path.join(path, 'session.json')):
             raise UsageError(f'"{path}" is not a TorchAssistant session (it has no session.json); '
-                             f'create one with: python init.py SPEC.json')
+                             f'create one with: {command_hint("init", "SPEC.json")}')
         with open(os.path.join(path, 'session.json')) as f:
             meta = json.load(f)
         if meta.get('format') != FORMAT:
-            raise UsageError(f'session "{path}" has format {meta.get("format")}, this TorchAssistant reads {FORMAT}')
-        return cls(path)
+            raise UsageError(f'session "{path}" has format {meta.get("format")}, this TorchAssistant reads {FORMAT} '
+                             f'(format 1 sessions hold objects that are not plain data); train it with the '
+                             f'TorchAssistant that created it ({meta.get("torchassistant", "unknown version")}), '
+                             f'or recreate it with: {command_hint("init", "--force", "SPEC.json")}')
+        return cls(path, keep_checkpoints, best_metric)
 
     def spec_file(self):
         return os.path.join(self.path, 'spec.json')
 
+    def expanded_spec(self):
+        """The explicit spec a concise spec was filled in to at init (plain data), or None."""
+        path = os.path.join(self.path, EXPANDED)
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def folder(self, name):
+        """SESSION/<name>, created if missing: for files a library writes itself (TensorBoard's events)."""
+        path = os.path.join(self.path, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
     def learned_state(self):
-        with open(os.path.join(self.path, 'learned.pt'), 'rb') as f:
-            return _deserialize(f.read())
+        path = os.path.join(self.path, 'learned.pt')
+        with open(path, 'rb') as f:
+            return _deserialize(f.read(), self._shown('learned.pt'))
+
+    # ---- one writer ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, command, stream=None):
+        """Hold SESSION/train.lock while the block runs, so one trainer at a time writes the session.
+        A lock left by a process that is gone (on this host) is taken over with a one-line notice on
+        `stream`; any other holder is a UsageError naming it. Temporary files of a writer that died
+        are removed once the lock is held."""
+        path = os.path.join(self.path, LOCK)
+        mine = _acquire(path, command, self.shown, stream)
+        try:
+            self._remove_leftovers()
+            yield self
+        finally:
+            _release(path, mine)
+
+    def _remove_leftovers(self):
+        for folder in (self.path, self._file(''), os.path.join(self.path, 'metrics'), os.path.join(self.path, 'plots')):
+            names = os.listdir(folder) if os.path.isdir(folder) else []
+            for name in names:
+                if name.startswith('.tmp-') or name.startswith(LOCK + '.stale-'):
+                    _remove(os.path.join(folder, name))
 
     # ---- checkpoints --------------------------------------------------------------------------
-    def save_checkpoint(self, epoch, state):
-        data = _serialize(state)
-        base = os.path.join(self.path, 'checkpoints', f'epoch_{epoch}')
-        _atomic_write(base + '.pt', data)
-        _atomic_write(base + '.sha256', hashlib.sha256(data).hexdigest().encode())
+    def save_checkpoint(self, epoch, state, batch=0, metrics=None):
+        """Save `state` as the checkpoint (epoch, batch) and apply retention; the .pt file's path.
+        `metrics` (the epoch's row, epoch-end checkpoints only) decides whether it becomes best.pt."""
+        ident = CheckpointId(epoch, batch)
+        base = self._file(ident.name)
+        data = _serialize(state, self._shown('checkpoints', ident.name + '.pt'))
+        try:
+            _atomic_write(base + '.pt', data)
+            _atomic_write(base + '.sha256', _digest(data))
+        except OSError as e:
+            raise WriteError(f'could not save the checkpoint {self._shown("checkpoints", ident.name + ".pt")}: '
+                             f'{_os_error(e)}. {self._intact_note(ident)}') from e
+        if not batch and metrics is not None and self.best_metric:
+            self._update_best(ident, metrics, data)
+        self._prune(ident)
+        return base + '.pt'
+
+    def checkpoint_ids(self):
+        """CheckpointIds of the checkpoints with both files present (not yet verified), oldest first."""
+        found = {}
+        for match in filter(None, map(_CHECKPOINT.match, self._names())):
+            found.setdefault(_ident(match), set()).add(match.group(3))
+        return sorted(ident for ident, kinds in found.items() if kinds == {'pt', 'sha256'})
 
     def checkpoint_epochs(self):
-        folder = os.path.join(self.path, 'checkpoints')
-        names = os.listdir(folder) if os.path.isdir(folder) else []
-        return sorted(int(m.group(1)) for m in map(_CHECKPOINT.match, names) if m)
+        """Epochs of the epoch-end checkpoints present, oldest first."""
+        return [i.epoch for i in self.checkpoint_ids() if not i.batch]
 
     def latest_checkpoint(self):
-        """(epoch, state) of the newest checkpoint whose checksum matches; UsageError if none."""
-        for epoch in reversed(self.checkpoint_epochs()):
-            base = os.path.join(self.path, 'checkpoints', f'epoch_{epoch}')
-            try:
-                with open(base + '.pt', 'rb') as f:
-                    data = f.read()
-                with open(base + '.sha256') as f:
-                    expected = f.read().strip()
-            except OSError:
-                continue
-            if hashlib.sha256(data).hexdigest() == expected:
-                return epoch, _deserialize(data)
-        raise UsageError(f'session "{self.path}" has no intact checkpoint in {self.path}/checkpoints; '
-                         f'recreate it with: python init.py --force SPEC.json')
+        """(CheckpointId, state) of the newest checkpoint whose checksum matches; UsageError if none."""
+        for ident in reversed(self.checkpoint_ids()):
+            data = self._read_intact(ident.name)
+            if data is not None:
+                return ident, _deserialize(data, self._shown('checkpoints', ident.name + '.pt'))
+        raise UsageError(f'session "{self.shown}" has no intact checkpoint in {self.shown}/checkpoints; '
+                         f'recreate it with: {command_hint("init", "--force", "SPEC.json")}')
+
+    def checkpoint(self, which='latest'):
+        """The state of checkpoint `which`: "latest" (the newest intact one), "best" (best.pt) or an
+        epoch number N (the checkpoint at the end of epoch N). UsageError, listing what exists, if absent."""
+        if which == 'latest':
+            return self.latest_checkpoint()[1]
+        if which == 'best':
+            name, label = 'best', 'best checkpoint (train.best_metric picks it at the end of each epoch)'
+        elif isinstance(which, int) and not isinstance(which, bool) and which >= 0:
+            name, label = f'epoch_{which}', f'checkpoint of epoch {which}'
+        else:
+            raise UsageError(f'a checkpoint is "latest", "best" or an epoch number, not {which!r}')
+        shown = self._shown('checkpoints', name + '.pt')
+        if not os.path.isfile(self._file(name) + '.pt'):
+            raise UsageError(f'session "{self.shown}" has no {label}; it has {self.inventory()}')
+        data = self._read_intact(name)
+        if data is None:
+            raise UsageError(f'{shown} is damaged (its checksum does not match); session "{self.shown}" has '
+                             f'{self.inventory()}')
+        return _deserialize(data, shown)
+
+    def best_record(self):
+        """{"epoch", "metric", "mode", "value"} of best.pt, or None when there is none."""
+        try:
+            with open(self._file('best') + '.json') as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and {'epoch', 'metric', 'mode', 'value'} <= set(record) else None
+
+    def inventory(self):
+        """What checkpoints exist, in words, for messages."""
+        ids = self.checkpoint_ids()
+        ends = [str(i.epoch) for i in ids if not i.batch]
+        parts = [f'epoch-end checkpoints of epochs {", ".join(ends)}' if ends else 'no epoch-end checkpoint']
+        parts += [f'a mid-epoch one at {i.describe()}' for i in ids if i.batch]
+        best = self.best_record()
+        if best and os.path.isfile(self._file('best') + '.pt'):
+            parts.append(f'best.pt (epoch {best["epoch"]}, {best["metric"]} {best["value"]:.6g})')
+        return '; '.join(parts)
+
+    def _update_best(self, ident, row, data):
+        name, mode = self.best_metric['name'], self.best_metric.get('mode', 'min')
+        if name not in row:
+            raise UsageError(f'train.best_metric names "{name}", which is not among the metrics of epoch '
+                             f'{ident.epoch}: {", ".join(row) or "none"}')
+        value = float(row[name])
+        best = self.best_record()
+        if math.isnan(value) or best and (best['metric'], best['mode']) == (name, mode) \
+                and not (value < best['value'] if mode == 'min' else value > best['value']):
+            return
+        base = self._file('best')
+        try:    # best.json last: a crash before it makes the resumed run, replaying this epoch, redo all three
+            _atomic_link(self._file(ident.name) + '.pt', base + '.pt', data)
+            _atomic_write(base + '.sha256', _digest(data))
+            _atomic_write(base + '.json', json.dumps({'epoch': ident.epoch, 'metric': name, 'mode': mode,
+                                                      'value': value}).encode())
+        except OSError as e:
+            raise WriteError(f'could not update {self._shown("checkpoints", "best.pt")}: {_os_error(e)}; the '
+                             f'checkpoint of epoch {ident.epoch} itself is saved') from e
+
+    def _prune(self, saved):
+        """Delete the checkpoints up to `saved` that retention does not keep, and half-written pairs.
+        Any later than `saved` are left alone: they failed their checksum (training resumed before them)
+        and are replaced when training reaches them again."""
+        ids = [i for i in self.checkpoint_ids() if i <= saved]
+        ends = [i for i in ids if not i.batch]
+        running = [i for i in ids if i.batch and (not ends or i > ends[-1])]
+        keep = set(ends[-self.keep_checkpoints:] + running[-self.keep_checkpoints:])
+        doomed = [m for m in filter(None, map(_CHECKPOINT.match, self._names()))
+                  if _ident(m) <= saved and _ident(m) not in keep]
+        for match in sorted(doomed, key=lambda m: m.group(3) == 'pt'):      # checksums first
+            _remove(self._file(match.group(0)))
+
+    def _read_intact(self, name):
+        """The bytes of checkpoints/<name>.pt when its checksum matches, else None."""
+        try:
+            with open(self._file(name) + '.pt', 'rb') as f:
+                data = f.read()
+            with open(self._file(name) + '.sha256') as f:
+                expected = f.read().strip()
+        except OSError:
+            return None
+        return data if _digest(data).decode() == expected else None
+
+    def _intact_note(self, failed):
+        previous = next((i for i in reversed(self.checkpoint_ids()) if i != failed and self._read_intact(i.name)),
+                        None)
+        if previous is None:
+            return 'No earlier checkpoint is intact.'
+        shown = self._shown('checkpoints', previous.name + '.pt')
+        return (f'The previous checkpoint, {shown} ({previous.describe()}), is intact: free disk space or make '
+                f'the folder writable, then run train.py again to resume from it.')
+
+    def _file(self, name):
+        return os.path.join(self.path, 'checkpoints', name)
+
+    def _shown(self, *parts):
+        return os.path.join(self.shown, *parts)
+
+    def _names(self):
+        folder = self._file('')
+        return os.listdir(folder) if os.path.isdir(folder) else []
 
     # ---- metrics ------------------------------------------------------------------------------
     def write_metrics(self, stage, rows):
@@ -141,40 +354,263 @@ class SessionStore:
         writer.writerow(header)
         for epoch, row in enumerate(rows, start=1):
             writer.writerow([epoch] + [_format(row.get(k)) for k in header[1:]])
-        _atomic_write(os.path.join(self.path, 'metrics', f'{stage}.csv'), out.getvalue().encode())
+        try:
+            _atomic_write(os.path.join(self.path, 'metrics', f'{stage}.csv'), out.getvalue().encode())
+        except OSError as e:
+            raise WriteError(f'could not write {self._shown("metrics", f"{stage}.csv")}: {_os_error(e)}') from e
 
 
 def _format(value):
     return '' if value is None else f'{value:.6g}'
 
 
-def _serialize(obj):
+def _ident(match):
+    return CheckpointId(int(match.group(1)), int(match.group(2) or 0))
+
+
+def _digest(data):
+    return hashlib.sha256(data).hexdigest().encode()
+
+
+def _os_error(e):
+    return f'{e.strerror or e} ({errno.errorcode.get(e.errno, e.errno)})' if e.errno else str(e)
+
+
+# ---- plain data in, plain data out ---------------------------------------------------------------
+
+def _serialize(obj, shown):
+    problem = plain_data_problem(obj)
+    if problem:
+        raise TorchAssistantError(f'cannot save {shown}: the state holds {problem}. Session files hold only plain '
+                                  f'data (tensors, numbers, strings, lists, tuples, dicts), since they are loaded '
+                                  f'without running code; return such data from state_dict() instead')
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
 
 
-def _deserialize(data):
-    # Session files are written by this program for its user; they hold optimizer and RNG state
-    # that weights_only loading rejects.
-    return torch.load(io.BytesIO(data), map_location='cpu', weights_only=False)
+def _deserialize(data, shown):
+    """The plain data in `data` (the bytes of the session file `shown`); a file that would need code or
+    other objects to load is refused: nothing in it runs."""
+    try:
+        return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        culprit = re.search(r'GLOBAL ([\w.]+)', str(e))
+        if culprit is None:
+            raise UsageError(f'{shown} was not loaded: it is damaged or not a session file written by '
+                             f'TorchAssistant (its contents are not plain data)') from None
+        raise UsageError(f'{shown} was not loaded: it contains code or objects that are not plain data (it '
+                         f'refers to {culprit.group(1)}), and loading it could run code. TorchAssistant writes '
+                         f'only tensors, numbers, strings, lists and dicts, so something else wrote or changed '
+                         f'this file. Nothing in it was run; if you do not know where it came from, recreate '
+                         f'the session with: {command_hint("init", "--force", "SPEC.json")}') from None
+    except (RuntimeError, EOFError) as e:
+        raise UsageError(f'{shown} was not loaded: it is damaged ({e})') from None
+
+
+# ---- writing -------------------------------------------------------------------------------------
+
+def atomic_write(path, data):
+    """Write `data` to `path` through a temporary file, synced and renamed (what every session file gets)."""
+    _atomic_write(path, data)
 
 
 def _atomic_write(path, data):
+    """Write `data` to `path` through a synced temporary file and a rename; on any failure the old file
+    stays and the temporary one is removed."""
     directory = os.path.dirname(path)
     fd, temporary = tempfile.mkstemp(prefix='.tmp-', dir=directory)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temporary, path)
     except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        _remove(temporary)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
+    _sync_folder(directory)
+
+
+def _atomic_link(source, path, data):
+    """Make `path` a hard link of `source` atomically (a copy of `data` where links are not supported)."""
+    temporary = os.path.join(os.path.dirname(path), f'.tmp-{uuid.uuid4().hex}')
     try:
-        os.fsync(dir_fd)
+        os.link(source, temporary)
+    except OSError:
+        return _atomic_write(path, data)
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        _remove(temporary)
+        raise
+    _sync_folder(os.path.dirname(path))
+
+
+def _sync_folder(directory):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
+
+
+def _remove(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+# ---- train.lock ----------------------------------------------------------------------------------
+
+_HELD = set()         # lock files this process holds
+
+
+def _acquire(path, command, session, stream):
+    """Create the lock file `path` holding who we are (its JSON text is returned), or raise UsageError."""
+    if os.path.abspath(path) in _HELD:
+        raise UsageError(f'session "{session}" is already being trained by this process')
+    mine = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
+                       'since': datetime.now().astimezone().isoformat(timespec='seconds'), 'command': command})
+    for _ in range(5):
+        if _create_exclusive(path, mine, session):
+            _HELD.add(os.path.abspath(path))
+            return mine
+        text = _read_settled(path)
+        if text is None:
+            continue                      # released meanwhile
+        holder = _parse_lock(text)
+        if holder is None:
+            raise UsageError(f'{path} exists but does not say who holds it; a trainer may be starting. If no '
+                             f'trainer runs on session "{session}", delete {path} and run again.')
+        if not _is_stale(holder):
+            raise UsageError(_held_message(session, path, holder))
+        if _take_over(path, text):
+            print(f'notice: taking over {path}: pid {holder["pid"]} (since {holder["since"]}) is no longer '
+                  f'running on this host', file=stream, flush=True)
+    raise UsageError(f'could not lock session "{session}": {path} keeps changing; is another trainer starting?')
+
+
+def _create_exclusive(path, text, session):
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    except OSError as e:
+        raise WriteError(f'cannot lock session "{session}": {path}: {_os_error(e)}; training needs a writable '
+                         f'session folder') from e
+    try:
+        try:
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException as e:        # disk full, or Ctrl-C right now: leave no lock behind
+        _remove(path)
+        if isinstance(e, OSError):
+            raise WriteError(f'cannot lock session "{session}": {path}: {_os_error(e)}') from e
+        raise
+    return True
+
+
+def _read_settled(path, patience=1.0):
+    """The lock file's text once it is complete JSON (its creator writes it right after creating it),
+    or whatever it holds after `patience` seconds; None if it is gone."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        if _parse_lock(text) is not None or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
+def _parse_lock(text):
+    try:
+        holder = json.loads(text)
+    except ValueError:
+        return None
+    ok = isinstance(holder, dict) and isinstance(holder.get('pid'), int) and holder['pid'] > 0 \
+        and isinstance(holder.get('host'), str) and isinstance(holder.get('since'), str)
+    return holder if ok else None
+
+
+def _is_stale(holder):
+    """Whether the lock's holder is certainly gone: on this host, and its pid is not running, or is
+    running a process that started after the lock was taken (the pid was reused)."""
+    if holder['host'] != socket.gethostname():
+        return False
+    pid = holder['pid']
+    if pid == os.getpid():            # not a lock this process holds (checked first): the pid was reused
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:           # alive, another user's
+        pass
+    started, since = _process_start(pid), _timestamp(holder['since'])
+    return started is not None and since is not None and started > since + 2
+
+
+def _process_start(pid):
+    """When process `pid` started (seconds since the epoch), where /proc tells; else None."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            ticks = int(f.read().rpartition(')')[2].split()[19])
+        with open('/proc/stat') as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith('btime '))
+        return boot + ticks / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _timestamp(text):
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
+def _take_over(path, stale_text):
+    """Remove the stale lock `path` if it still holds `stale_text`; False when another trainer got there
+    first. Renaming it aside first makes taking it over atomic among trainers racing to do so."""
+    aside = f'{path}.stale-{os.getpid()}'
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    with open(aside) as f:
+        taken = f.read()
+    if taken != stale_text:           # a fresh lock taken between our read and the rename: put it back
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+    _remove(aside)
+    return taken == stale_text
+
+
+def _release(path, mine):
+    _HELD.discard(os.path.abspath(path))
+    with contextlib.suppress(OSError):
+        with open(path) as f:
+            if f.read() != mine:
+                return                    # not ours any more
+        os.unlink(path)
+
+
+def _held_message(session, path, holder):
+    pid, host = holder['pid'], holder['host']
+    who = f'pid {pid} on host "{host}" since {holder["since"]}' + \
+        (f' ({holder["command"]})' if holder.get('command') else '')
+    if host == socket.gethostname():
+        return (f'session "{session}" is being trained by {who}; only one trainer may write a session. Wait '
+                f'for it to finish, or stop it (kill {pid}); evaluate.py and infer.py can run meanwhile. If '
+                f'that process is not training this session, delete {path} and run again.')
+    return (f'session "{session}" is locked by {who}, and this is host "{socket.gethostname()}", which cannot '
+            f'see whether that trainer still runs. If host "{host}" is gone or no longer trains this session, '
+            f'delete {path} and run again.')

@@ -1,96 +1,119 @@
 """The training loop: stages of epochs of interleaved pipeline iterations, then validation.
 
-    for each stage, until its stop condition holds:
-        one epoch: an iteration of each training pipeline in turn, until all are exhausted
+    for each stage, until its stop condition (asked once after every epoch) holds:
+        one epoch: an iteration of each training pipeline in turn (a round), until all are exhausted;
+                   every `checkpoint_every` rounds or minutes, a mid-epoch checkpoint
         step the LR schedulers
-        run the validation pipelines (inference mode), print and record the row
-        save a checkpoint, rewrite the stage's metrics CSV
+        run the validation pipelines (inference mode): the epoch's row
+        ask the stop condition, save the checkpoint
+
+Everything else (progress display, metrics CSV, TensorBoard) listens to `events`; the step object
+(torchassistant.step) decides how a loss becomes an update.
 """
-from dataclasses import dataclass
+import signal
+import time
 
 import torch
 
-from torchassistant import checkpoint, errors, resolve
+from torchassistant import checkpoint, distributed, errors, resolve
 from torchassistant.graph import StepError
 from torchassistant.pipeline import Meters
-from torchassistant.progress import EpochProgress
 
 
-@dataclass
-class Stage:
-    index: int
-    training: list
-    validation: list
-    debug: list
-    eval_steps: object
-    stop_condition: object
-
-
-def build_stages(document, entities):
-    stages = []
-    for index, spec in enumerate(document.data['train']['stages']):
-        where = document.describe(('train', 'stages', index, 'stop_condition'))
-        condition_spec = spec['stop_condition']
-        try:
-            condition = resolve.resolve(condition_spec['class'], 'stop_condition')(
-                *condition_spec.get('args', []), **condition_spec.get('kwargs', {}))
-        except Exception as e:
-            raise errors.user_code_error(f'{where}: building the stop condition failed', e) from e
-        pick = lambda key: [entities.pipelines[name] for name in spec.get(key, [])]  # noqa: E731
-        stages.append(Stage(index, pick('training_pipelines'), pick('validation_pipelines'),
-                            pick('debug_pipelines'), spec.get('eval_steps', 1.0), condition))
-    return stages
-
-
-def run_pipelines(pipelines, eval_steps=1.0, phase='validation'):
+def run_pipelines(pipelines, eval_steps=1.0, phase='validation', precision=None, on_batch=None):
     """Forward-only run of each pipeline over (part of) its loaders: {display name: value}, merged."""
-    row = {}
+    row, done = {}, 0
     for pipeline in pipelines:
         meters = Meters(pipeline)
         pipeline.train(False)
         with torch.inference_mode(), step_errors(pipeline, phase):
             for frames in pipeline.batches(eval_steps):
-                pipeline.eval_step(frames, meters)
+                pipeline.eval_step(frames, meters, precision)
+                done += 1
+                if on_batch is not None:
+                    on_batch(done)
         row.update(meters.values())
     return row
 
 
+class CheckpointEvery:
+    """When a mid-epoch checkpoint is due: every `iterations` rounds or every `minutes` of training."""
+
+    def __init__(self, iterations=None, minutes=None):
+        self.iterations = iterations
+        self.seconds = minutes * 60 if minutes is not None else None
+        self.last = time.monotonic()
+
+    def due(self, rounds):
+        if self.iterations is not None:
+            return rounds % self.iterations == 0
+        return time.monotonic() - self.last >= self.seconds
+
+    def reset(self):
+        self.last = time.monotonic()
+
+
 class Trainer:
-    def __init__(self, entities, stages, store, stream=None):
+    def __init__(self, entities, stages, store, step, events, checkpoint_every=None, stop=None, world=None):
         self.entities = entities
+        self.world = world or distributed.World()     # several processes: rank 0 writes, all agree
         self.stages = stages
         self.store = store
-        self.stream = stream
+        self.step = step
+        self.events = events
+        self.checkpoint_every = checkpoint_every or CheckpointEvery(minutes=10)
+        self.stop = stop or StopRequest()
 
-    def run(self, progress):
+    def run(self, progress, resume=None):
+        """Train from `progress` (and the mid-epoch `resume` state, if the checkpoint has one) until every
+        stage is done; the `Progress` at the end."""
+        started = time.monotonic()
+        self.events.emit('training_start', self, progress)
         announced = None
         while progress.stage < len(self.stages):
             stage = self.stages[progress.stage]
-            history = progress.history.setdefault(stage.index, [])
-            if stage.stop_condition(progress.stage_epoch, history):
-                progress.stage, progress.stage_epoch = progress.stage + 1, 0
-                continue
             if announced != stage.index:
-                print(f'Training stage {stage.index} in progress', file=self.stream, flush=True)
+                self.events.emit('stage_start', stage, progress)
                 announced = stage.index
-            history.append(self.epoch(stage, progress.stage_epoch + 1))
+            history = progress.history.setdefault(stage.index, [])
+            row = self.epoch(stage, progress, resume)
+            resume = None
+            history.append(row)
             progress.epoch += 1
             progress.stage_epoch += 1
-            if stage.stop_condition(progress.stage_epoch, history):
+            progress.batch = 0
+            self.events.emit('epoch_end', stage, progress.stage_epoch, row, progress)
+            if errors.call_user_code(f'{stage.where}: the stop condition failed after epoch {progress.stage_epoch} '
+                                     f'of stage {stage.index}', stage.stop_condition, progress.stage_epoch, history):
                 progress.stage, progress.stage_epoch = progress.stage + 1, 0
-            self.store.save_checkpoint(progress.epoch, checkpoint.capture(self.entities, progress))
-            self.store.write_metrics(stage.index, history)
+            self.save(stage, progress)
+        self.events.emit('training_end', progress, time.monotonic() - started)
         return progress
 
-    def epoch(self, stage, number):
-        """Train one epoch of `stage`; returns the row of metrics it records."""
+    def epoch(self, stage, progress, resume=None):
+        """Train one epoch of `stage` (from the middle, with `resume`); the row of metrics it records."""
+        number = progress.stage_epoch + 1
+        self.world.begin_training(self.entities)
+        loaders_at_start = checkpoint.loader_states(self.entities)
         meters = {p.name: Meters(p) for p in stage.training}
-        running = lambda: {k: v for m in meters.values() for k, v in m.values().items()}  # noqa: E731
-        bar = EpochProgress(number, sum(p.num_batches() for p in stage.training), self.stream)
+        positions = {p.name: 0 for p in stage.training}
+        if resume is not None:
+            positions.update(self.world.positions(resume))
+            for name, state in resume['meters'].items() if self.world.is_main else ():   # sums of all processes
+                meters[name].load_state_dict(state)
+            loaders_at_start = resume['loaders']
+        running = lambda local=True: {k: v for m in meters.values() for k, v in m.values(local).items()}  # noqa: E731
+        total = sum(p.num_batches() for p in stage.training)
+        self.events.emit('epoch_start', stage, number, total)
         for pipeline in stage.training:
             pipeline.train(True)
-        active = [(p, p.batches()) for p in stage.training]
-        done = 0
+        active = [(p, p.batches(skip=positions[p.name])) for p in stage.training]
+        if resume is not None:
+            checkpoint.restore_rng(resume['rng'])     # the iterators are made: now the RNG as it was
+        done, rounds = sum(positions.values()), progress.batch
+        on_batch = self.events.handlers['batch_end']
+        self.checkpoint_every.reset()
+        pipeline = stage.training[0]
         try:
             while active:
                 for entry in list(active):
@@ -99,21 +122,55 @@ class Trainer:
                     if frames is None:
                         active.remove(entry)
                         continue
-                    pipeline.train_step(frames, meters[pipeline.name])
+                    pipeline.train_step(frames, meters[pipeline.name], self.step)
+                    positions[pipeline.name] += 1
                     done += 1
-                    bar.update(done, running)
+                    for handler in on_batch:
+                        handler(done, running, meters[pipeline.name])
+                rounds += 1
+                if active and (self.stop.signum or self.checkpoint_every.due(rounds)) and self.step.at_boundary():
+                    progress.batch = rounds
+                    self.save(stage, progress, {'positions': dict(positions), 'processes': self.world.size,
+                                                'loaders': loaders_at_start,
+                                                'meters': {n: m.state_dict() for n, m in meters.items()},
+                                                'rng': checkpoint.rng_state()})
+                    self.checkpoint_every.reset()
+                if self.stop.signum:
+                    raise errors.Interrupted(self.stop.signum, f'in epoch {progress.epoch + 1} (stage {stage.index}, '
+                                             f'epoch {number} of the stage), after batch {done} of {total}',
+                                             saved=self.step.at_boundary())
+            self.step.flush(stage.training)
         except errors.TorchAssistantError:
             raise
         except Exception as e:
             raise step_error(pipeline, f'training (stage {stage.index}, epoch {number}, batch {done + 1})', e) from e
+        self.world.end_training(self.entities)
+        records = {id(r.optimizer): r for r in self.entities.optimizers.values()}
         for optimizer in {id(o): o for p in stage.training for o in p.optimizers}.values():
-            if hasattr(optimizer, 'lr_scheduler'):
-                optimizer.lr_scheduler.step()
-        row = run_pipelines(stage.validation, stage.eval_steps) if stage.validation else running()
-        bar.finish(row)
-        for pipeline in stage.debug:
-            self.debug(pipeline)
+            if records[id(optimizer)].scheduler is not None:
+                records[id(optimizer)].scheduler.step()
+        if not stage.validation:
+            return running(local=False)
+        self.events.emit('validation_start', stage, sum(p.num_batches(stage.eval_steps) for p in stage.validation))
+        with self.stop.immediate():
+            row = run_pipelines(stage.validation, stage.eval_steps, precision=self.step.precision,
+                                on_batch=lambda n: self.events.emit('validation_batch', n))
+            for debug_pipeline in stage.debug:
+                self.debug(debug_pipeline)
         return row
+
+    def save(self, stage, progress, epoch_state=None):
+        """A checkpoint of everything that decides what happens next: at the end of an epoch, or
+        `progress.batch` rounds into the next one (then `epoch_state` holds the epoch's own state)."""
+        self.world.sync_buffers(self.entities.models.values())
+        if self.world.is_main:       # the one writer; the other processes wait until the checkpoint is on disk
+            state = checkpoint.capture(self.entities, progress, self.step, epoch_state)
+            if epoch_state is None:
+                path = self.store.save_checkpoint(progress.epoch, state, metrics=progress.history[stage.index][-1])
+            else:
+                path = self.store.save_checkpoint(progress.epoch, state, batch=progress.batch)
+            self.events.emit('checkpoint_saved', stage, progress, path)
+        self.world.barrier()
 
     def debug(self, pipeline):
         """Print the named outputs of one forward-only batch of `pipeline`, as inference does."""
@@ -123,10 +180,57 @@ class Trainer:
             if frames is None:
                 return
             results = pipeline.forward(frames)
-        print(f'Debug output of pipeline "{pipeline.name}":', file=self.stream)
+        if not self.world.is_main:
+            return
+        print(f'Debug output of pipeline "{pipeline.name}":')
         for node, frame in results.items():
             for name in (n for n in pipeline.output_names(node) if n in frame):   # an output adapter may drop some
-                print(f'{name}:{frame[name]}', file=self.stream)
+                print(f'{name}:{frame[name]}')
+
+
+class StopRequest:
+    """SIGINT and SIGTERM while training: the first one asks the loop to stop at the end of the current
+    round (after a checkpoint there); a second one, or one during validation, stops at once."""
+
+    def __init__(self):
+        self.signum = None
+        self.waiting = True        # False while a phase that cannot be checkpointed runs
+        self.previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[signum] = signal.signal(signum, self.handle)
+            except ValueError:     # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
+
+    def handle(self, signum, frame):
+        if self.signum is not None or not self.waiting:
+            where = 'during validation' if not self.waiting else 'at once (a second signal)'
+            self.signum = signum
+            raise errors.Interrupted(signum, where, saved=False)
+        self.signum = signum
+
+    def immediate(self):
+        return _Immediate(self)
+
+
+class _Immediate:
+    def __init__(self, request):
+        self.request = request
+
+    def __enter__(self):
+        self.request.waiting = False
+
+    def __exit__(self, *exc):
+        self.request.waiting = True
+        return False
 
 
 class step_errors:
@@ -146,7 +250,8 @@ class step_errors:
 
 
 def step_error(pipeline, phase, exc):
-    """A UserCodeError naming the pipeline, the phase, the failing model/loss/metric and what it received."""
+    """A UserCodeError naming the pipeline, the phase, the failing part (model, loss, metric, backward
+    pass, optimizer step; else loading the batch) and what it received."""
     message = f'pipeline "{pipeline.name}" ({pipeline.where}) failed in {phase}'
     if not isinstance(exc, StepError):
         return errors.user_code_error(message + ' (loading a batch)', exc)
@@ -159,4 +264,3 @@ def step_error(pipeline, phase, exc):
                     f'Use a collator that returns tensors, e.g. a BatchDivide subclass that stacks '
                     f'the images with torch.stack, as MyCollator in the tutorial does.')
     return errors.user_code_error(f'{message}: {exc.where}', exc.original, details)
-

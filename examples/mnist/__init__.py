@@ -41,8 +41,7 @@ class MyCollator(BatchDivide):
 
         images, labels = super().__call__(batch)
 
-        x = torch.stack([to_tensor(image) for image in images])
-        x = x / 255
+        x = torch.stack([to_tensor(image) for image in images])     # ToTensor scales to [0, 1]
         return x, labels
 
 

@@ -12,10 +12,11 @@ import jsonschema
 from torch.utils.data import DataLoader
 
 from torchassistant import resolve
-from torchassistant.data import SLICES
+from torchassistant.data import SLICES, slice_reference
 from torchassistant.errors import SpecError
-from torchassistant.schema import GROUPS, SCHEMAS
-from torchassistant.stop_conditions import EpochsCompleted
+from torchassistant.spec import rules
+from torchassistant.spec.schema import GROUPS, SCHEMAS
+from torchassistant.stop_conditions import EpochsCompleted, num_epochs_problem
 
 _JSON_TYPES = {dict: 'an object', list: 'a list', str: 'a string', bool: 'true/false', int: 'a number',
                float: 'a number', type(None): 'null'}
@@ -65,8 +66,10 @@ def _translate(document, error):
         missing = error.message.split("'")[1]
         return [document.problem(path, f'missing required field "{missing}"')]
     if error.validator == 'type':
-        expected = {'object': 'an object', 'array': 'a list', 'string': 'a string', 'number': 'a number',
-                    'integer': 'an integer'}.get(error.validator_value, error.validator_value)
+        names = {'object': 'an object', 'array': 'a list', 'string': 'a string', 'number': 'a number',
+                 'integer': 'an integer', 'boolean': 'true/false'}
+        kinds = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        expected = ' or '.join(names.get(k, k) for k in kinds)
         return [document.problem(path, f'must be {expected}, not {_JSON_TYPES.get(type(value), type(value).__name__)}'
                                  + (f' ({value!r})' if not isinstance(value, (dict, list)) else ''))]
     if error.validator in ('enum', 'const') and path[-1:] == ('group',):
@@ -82,6 +85,8 @@ def _translate(document, error):
         return [document.problem(path, f'has {len(value)} items; at most {error.validator_value} are allowed')]
     if error.validator == 'minimum':
         return [document.problem(path, f'must be at least {error.validator_value}, not {value!r}')]
+    if error.validator == 'exclusiveMinimum':
+        return [document.problem(path, f'must be greater than {error.validator_value}, not {value!r}')]
     if error.validator == 'anyOf' and path[-1:] == ('eval_steps',):
         return [document.problem(path, f'must be a number of batches (integer >= 1) or a fraction in (0, 1], not {value!r}')]
     return [document.problem(path, error.message)]
@@ -134,6 +139,8 @@ class _Semantics:
         self.needs = {}        # batch processor (or lone model) -> [(where, model, variable)] read from outside
         self.ports = {}        # batch graph -> list of ports
         self.graph_nodes = {}  # batch graph -> list of node names
+        self.steps = {}        # batch processor (or lone model) -> optimizer names of its nodes
+        self.pipeline_nodes = {}   # pipeline -> its graph's node names, when known
 
     def add(self, path, message):
         self.problems.append(self.doc.problem(path, message))
@@ -152,6 +159,25 @@ class _Semantics:
         for index, stage in enumerate(stages or []):
             if isinstance(stage, dict):
                 self.check_stage(('train', 'stages', index), stage, pipelines)
+        if stages and pipelines is not None:
+            self.check_best_metric(stages, pipelines)
+
+    def check_best_metric(self, stages, pipelines):
+        """train.best_metric names a metric some stage records in its rows."""
+        best = _section(self.doc.data, ('train', 'best_metric'), dict)
+        if not best or not isinstance(best.get('name'), str) or not self.sound(('train', 'stages')):
+            return
+        shown = []
+        for stage in (s for s in stages if isinstance(s, dict)):
+            key = 'validation_pipelines' if stage.get('validation_pipelines') else 'training_pipelines'
+            for name in stage.get(key, []) if isinstance(stage.get(key), list) else []:
+                if name not in pipelines or not self.well_formed(name, pipelines):
+                    return          # reported elsewhere; what the rows hold is not known
+                shown += display_names(pipelines[name])
+        shown = list(dict.fromkeys(shown))
+        if best['name'] not in shown:
+            self.add(('train', 'best_metric', 'name'), f'no stage records "{best["name"]}"'
+                     + resolve.suggest(best['name'], shown) + f'; the rows hold: {", ".join(shown)}')
 
     def check_definition(self, index, definition):
         """Record the definition's name in its group and check its spec (unless already malformed)."""
@@ -205,9 +231,11 @@ class _Semantics:
         return False
 
     def dataset_ref(self, path, name, before):
-        if name in self.defined['datasets'] or '.' not in name:
+        """A dataset name, or a split's slice: "SPLIT.train" or "SPLIT[0]" (train, val, test)."""
+        split_slice = slice_reference(name)
+        if name in self.defined['datasets'] or split_slice is None:
             return self.ref(path, name, 'datasets', before)
-        split, _, part = name.rpartition('.')
+        split, part = split_slice
         if split not in self.defined['splits']:
             return self.ref(path, split, 'splits', before)
         spec = self.spec_of('splits', split)
@@ -215,8 +243,12 @@ class _Semantics:
             return True    # the split itself is malformed; its slices are unknown
         slices = SLICES[:len(spec['ratio'])]
         if part not in slices:
-            self.add(path, f'split "{split}" has slices {", ".join(split + "." + s for s in slices)}; '
-                           f'"{part}" is not one of them' + resolve.suggest(part, slices))
+            if name.endswith(']'):
+                self.add(path, f'split "{split}" has slices {", ".join(f"{split}[{i}]" for i in range(len(slices)))} '
+                               f'({", ".join(slices)}); "{name}" is not one of them')
+            else:
+                self.add(path, f'split "{split}" has slices {", ".join(split + "." + s for s in slices)}; '
+                               f'"{part}" is not one of them' + resolve.suggest(part, slices))
             return False
         return True
 
@@ -251,11 +283,13 @@ class _Semantics:
         return target
 
     def check_datasets(self, path, spec, index, name):
-        self.buildable(path, spec, alternatives=('link',))
+        self.buildable(path, spec, alternatives=('link', 'merge'))
         if 'link' in spec:
             self.dataset_ref(path + ('link',), spec['link'], index)
-        elif 'preprocessors' in spec:
-            self.add(path + ('preprocessors',), '"preprocessors" applies only to a dataset defined by "link"')
+        for i, part in enumerate(spec.get('merge', [])):
+            self.dataset_ref(path + ('merge', i), part, index)
+        if 'preprocessors' in spec and 'link' not in spec and 'merge' not in spec:
+            self.add(path + ('preprocessors',), '"preprocessors" applies only to a dataset defined by "link" or "merge"')
         for i, pre in enumerate(spec.get('preprocessors', [])):
             self.ref(path + ('preprocessors', i), pre, 'preprocessors', index)
 
@@ -300,13 +334,30 @@ class _Semantics:
     def check_metrics(self, path, spec, index, name):
         self.check_losses(path, spec, index, name, 'metrics')
 
+    def check_gradient_clippers(self, path, spec, index, name):
+        self.ref(path + ('model',), spec['model'], 'models', index)
+        if 'clip_value' not in spec and 'clip_norm' not in spec:
+            self.add(path, 'a gradient clipper needs "clip_value" (each gradient element into [-v, v]), "clip_norm" '
+                           '(the total norm) or both; this one would clip nothing')
+
+    def check_backward_hooks(self, path, spec, index, name):
+        self.ref(path + ('model',), spec['model'], 'models', index)
+        factory = self.resolved(path + ('factory_fn',), spec['factory_fn'])
+        if factory is not None:
+            for message in resolve.check_call(factory, [], {}, 1):
+                self.add(path + ('factory_fn',), f'{message} (it is called with one argument: the name of each of the '
+                                                 f'model\'s parameters)')
+
     def check_batch_processors(self, path, spec, index, name):
         produced, needs = [], []
+        self.steps[name] = []
         for i, node in enumerate(spec['neural_graph']):
             node_path = path + ('neural_graph', i)
             if self.ref(node_path + ('model_name',), node['model_name'], 'models', index) \
                     and 'optimizer_name' in node:
                 self.check_node_optimizer(node_path, node, index)
+            if 'optimizer_name' in node:
+                self.steps[name].append(node['optimizer_name'])
             needs += [(f'initialize.definitions[{index}] spec.neural_graph[{i}].inputs[{j}]', node['model_name'], v)
                       for j, v in enumerate(node['inputs']) if v not in produced]
             produced += node['outputs']
@@ -374,27 +425,31 @@ class _Semantics:
             if name not in self.graph_nodes:
                 return None
             return self.ports[name], self.graph_nodes[name]
-        graphs, processors, models = (list(self.defined[g]) for g in ('batch_graphs', 'batch_processors', 'models'))
-        if len(graphs) == 1:
-            return (self.ports[graphs[0]], self.graph_nodes[graphs[0]]) if graphs[0] in self.ports else None
-        if not graphs and len(processors) == 1:
-            return ['input'], processors
-        if not graphs and not processors and len(models) == 1:
-            self.outputs.setdefault(models[0], ['y_hat'])
-            lone = ('a spec without a graph feeds its only model input_1', models[0], 'input_1')
-            self.needs.setdefault(models[0], [lone])
-            return ['input'], models
-        if not (graphs or processors or models):
-            if not self.misfiled:   # else the model may be the definition whose group is unknown
-                self.add(path, 'there is nothing to run: the spec defines no model, batch processor or batch graph')
-            return None
-        self.add(path, 'needs "graph": the spec defines ' + (f'{len(graphs)} batch graphs' if graphs else
-                 f'{len(processors)} batch processors' if processors else f'{len(models)} models')
-                 + ', so the pipeline\'s graph cannot be chosen automatically')
+        choice = rules.default_graph(*(self.defined[g] for g in ('batch_graphs', 'batch_processors', 'models')))
+        if choice.kind == 'graph':
+            return (self.ports[choice.name], self.graph_nodes[choice.name]) if choice.name in self.ports else None
+        if choice.kind == 'processor':
+            return [rules.DEFAULT_PORT], [choice.name]
+        if choice.kind == 'model':
+            model = choice.name
+            self.outputs.setdefault(model, [rules.LONE_MODEL_OUTPUT])
+            lone = (f'a spec without a graph feeds its only model {rules.LONE_MODEL_INPUT}', model, rules.LONE_MODEL_INPUT)
+            self.needs.setdefault(model, [lone])
+            optimizers = {n: self.spec_of('optimizers', n) for n in self.defined['optimizers']}
+            written = [d for d in self.definitions if isinstance(d, dict) and d.get('group') == 'optimizers']
+            if len(written) == len(optimizers) and all(o and o['model'] in self.defined['models']
+                                                       for o in optimizers.values()):   # else reported there
+                optimizer = rules.lone_model_optimizer({n: s['model'] for n, s in optimizers.items()}, model)
+                self.steps.setdefault(model, [optimizer] if optimizer else [])
+            return [rules.DEFAULT_PORT], [model]
+        if 'nothing to run' not in choice.problem or not self.misfiled:   # else the model may be misfiled
+            self.add(path, choice.problem)
         return None
 
     def check_pipeline(self, path, pipeline):
         known = self.pipeline_graph(path, pipeline)
+        if known:
+            self.pipeline_nodes[path[-1]] = known[1]
         variables = self.check_feeds(path, pipeline['input_injector'], known)
         if known and all(n in self.outputs for n in known[1]):
             variables.names += [o for n in known[1] for o in self.outputs[n]]
@@ -473,9 +528,11 @@ class _Semantics:
                 if name not in pipelines:
                     self.add(path + (key, i), f'there is no pipeline named "{name}"' + resolve.suggest(name, pipelines)
                              + f'; pipelines: {", ".join(pipelines)}')
-                elif key == 'training_pipelines' and self.well_formed(name, pipelines) \
-                        and not pipelines[name].get('losses'):
-                    self.add(path + (key, i), f'pipeline "{name}" has no losses, so it cannot be trained')
+                elif key == 'training_pipelines' and self.well_formed(name, pipelines):
+                    if not pipelines[name].get('losses'):
+                        self.add(path + (key, i), f'pipeline "{name}" has no losses, so it cannot be trained')
+                    elif not self.trainable(name):
+                        self.add(path + (key, i), rules.untrainable(name))
         shown = {}
         validation = stage.get('validation_pipelines', []) if self.sound(path + ('validation_pipelines',)) else []
         for i, name in enumerate(validation):
@@ -485,11 +542,18 @@ class _Semantics:
                              f'"{display}"; give one of them another display name so the row keeps both')
                 shown.setdefault(display, name)
 
+    def trainable(self, pipeline):
+        """Some node of the pipeline's graph has an optimizer (True when the graph is not known)."""
+        nodes = self.pipeline_nodes.get(pipeline)
+        if nodes is None or not all(n in self.steps for n in nodes):
+            return True
+        return any(self.steps.get(n) for n in nodes)
+
     def well_formed(self, name, pipelines):
         return isinstance(pipelines.get(name), dict) and ('initialize', 'pipelines', name) not in self.bad
 
     def check_epochs(self, path, spec):
-        """EpochsCompleted counts whole epochs: num_epochs is an integer >= 0."""
+        """EpochsCompleted counts whole epochs (the rule is stop_conditions.num_epochs_problem)."""
         kwargs, args = spec.get('kwargs', {}), spec.get('args', [])
         if 'num_epochs' in kwargs:
             where, value = ('kwargs', 'num_epochs'), kwargs['num_epochs']
@@ -497,8 +561,9 @@ class _Semantics:
             where, value = ('args', 0), args[0]
         else:
             return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            self.add(path + where, f'num_epochs must be a non-negative integer (a number of epochs), not {value!r}')
+        problem = num_epochs_problem(value)
+        if problem:
+            self.add(path + where, problem)
 
 
 class _Variables:

@@ -1,0 +1,342 @@
+"""Training on several processes (torchassistant.distributed): torchrun with gloo on the CPU trains a
+tiny MNIST session whose validation rows equal a one-process evaluation of its checkpoint, survives the
+kill of one process and resumes (and, marked slow, a SIGTERM mid-epoch resumes bit-identically to an
+uninterrupted run and continues in one process); in two spawned processes, the reductions
+(count-weighted means, torchmetrics states, mid-epoch meter sums), buffer agreement and agreed stops;
+in one process, the shard sampler and the launch environment."""
+import csv
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.multiprocessing
+
+from conftest import EXAMPLE, REPO, tutorial_spec, write_json, write_tiny_mnist
+from torchassistant import commands, distributed
+from torchassistant.data import ResumableLoader
+from torchassistant.errors import UsageError
+from torchassistant.metrics import Accuracy
+from torchassistant.pipeline import Criterion, Meters, Use
+from torchassistant.store import SessionStore
+
+
+# ---- one process: the environment and the sampler ------------------------------------------------
+
+def test_one_process_is_the_plain_run():
+    world = distributed.World.from_environment({})
+    assert (world.rank, world.size, world.is_main, world.describe()) == (0, 1, True, '')
+    assert world.start(torch.device('cpu')) == torch.device('cpu') and not distributed.active()
+    kwargs = {'batch_size': 4, 'shuffle': True}
+    assert distributed.shard_loader_arguments(list(range(10)), kwargs) is kwargs
+    assert distributed.sum_over_processes(torch.tensor(3.0), 2) == (torch.tensor(3.0), 2)
+
+
+def test_a_partial_torchrun_environment_is_a_usage_error_naming_what_is_missing():
+    with pytest.raises(UsageError) as caught:
+        distributed.World.from_environment({'WORLD_SIZE': '2', 'RANK': '1'})
+    assert 'LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not set' in caught.value.message
+    assert 'torchrun --nproc_per_node=2 train.py SESSION' in caught.value.message
+    with pytest.raises(UsageError, match='must be integers'):
+        distributed.World.from_environment({'WORLD_SIZE': 'two'})
+    world = distributed.World.from_environment({'WORLD_SIZE': '4', 'RANK': '3', 'LOCAL_RANK': '1',
+                                                'MASTER_ADDR': 'localhost', 'MASTER_PORT': '29500'})
+    assert (world.rank, world.size, world.local_rank, world.is_main) == (3, 4, 1, False)
+
+
+@pytest.mark.parametrize('count', [0, 1, 7, 8, 9])
+def test_shards_split_the_loaders_own_order(count):
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(count)).tolist()
+    shards = [distributed.ShardSampler(order, rank, 3) for rank in range(3)]
+    exact = [list(s) for s in shards]
+    assert [len(s) for s in shards] == [len(e) for e in exact]
+    merged = [None] * count
+    for rank, shard in enumerate(exact):
+        merged[rank::3] = shard
+    assert merged == order                                                 # each example once, in turn
+    for s in shards:
+        s.even = True
+    even = [list(s) for s in shards]
+    assert len({len(e) for e in even}) == 1 and all(len(e) == len(s) for e, s in zip(even, shards))
+    assert set(i for e in even for i in e) == set(order)                   # padded with the order's start
+    assert sum(map(len, even)) - count == ((-count) % 3 if count else 0)
+
+
+def test_shards_of_a_shuffled_loader_interleave_to_the_one_process_order_and_skip_like_it():
+    def loader(rank=None, size=2):
+        generator = torch.Generator().manual_seed(7)      # as LearnedState.generator seeds every process alike
+        base = torch.utils.data.RandomSampler(range(23), generator=generator)
+        sampler = base if rank is None else distributed.ShardSampler(base, rank, size)
+        return ResumableLoader(list(range(23)), batch_size=4, sampler=sampler, generator=generator)
+
+    alone, shards = loader(), [loader(rank) for rank in range(2)]
+    for epoch in range(2):                               # the generator moves on alike: no set_epoch
+        order = [i for batch in alone for i in batch.tolist()]
+        drawn = [[i for batch in shard for i in batch.tolist()] for shard in shards]
+        assert drawn[0] == order[0::2] and drawn[1] == order[1::2]
+    shards[1].skip_next(2)                               # a mid-epoch resume in one process
+    order = [i for batch in alone for i in batch.tolist()]
+    assert [i for batch in shards[1] for i in batch.tolist()] == order[1::2][8:]
+    assert [i for batch in shards[0] for i in batch.tolist()] == order[0::2]
+
+
+def test_positions_of_a_mid_epoch_checkpoint_convert_to_another_number_of_processes():
+    resume = {'positions': {'train': 6}, 'processes': 2}
+    assert distributed.World(0, 2).positions(resume) == {'train': 6}
+    assert distributed.World(0, 4).positions(resume) == {'train': 3}
+    assert distributed.World().positions(resume) == {'train': 12}
+    assert distributed.World(0, 2).positions({'positions': {'train': 6}}) == {'train': 3}   # a one-process one
+
+
+# ---- two spawned processes: reductions and agreements --------------------------------------------
+
+def _meters(function):
+    """Meters of a pipeline with one loss and the metrics `function` (framework Accuracy, plain mean)."""
+    uses = [Use('acc', Criterion('metric', 'accuracy', Accuracy(), ['p', 't'], None, ''), 'n'),
+            Use('hits', Criterion('metric', 'hits', function, ['p', 't'], None, ''), 'n')]
+    pipeline = SimpleNamespace(losses=[Use('loss', None, 'n')], metrics=uses, device='cpu', move_to=None)
+    return Meters(pipeline)
+
+
+def _hits(p, t):
+    return (p == t).float().mean()
+
+
+def _feed(meters, batches):
+    for p, t, loss in batches:
+        meters.losses[0].add(torch.tensor(loss), len(t))
+        meters.update_metrics({'n': {'p': p, 't': t}})
+
+
+def _batches(rank):
+    """Rank 0 sees 3 examples, rank 1 sees 5 (uneven, as validation shards are)."""
+    all_batches = [(torch.tensor([1, 2, 3]), torch.tensor([1, 0, 3]), 0.5),
+                   (torch.tensor([4, 4]), torch.tensor([4, 4]), 2.0),
+                   (torch.tensor([0, 1, 2]), torch.tensor([9, 9, 2]), 1.25)]
+    return all_batches[:1] if rank == 0 else all_batches[1:]
+
+
+def _worker(rank, port):
+    os.environ.update(RANK=str(rank), WORLD_SIZE='2', LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port))
+    world = distributed.World.from_environment()
+    world.start(torch.device('cpu'))
+    assert distributed.active() and world.backend == 'gloo'
+
+    # count-weighted means and torchmetrics states, over processes; each process's own on request
+    meters, alone, everything = _meters(_hits), _meters(_hits), _meters(_hits)
+    _feed(meters, _batches(rank))
+    _feed(alone, _batches(rank))
+    _feed(everything, _batches(0) + _batches(1))
+    with torch.no_grad():
+        reference = {k: v for k, v in everything.values(local=True).items()}
+    if rank == 0:
+        assert meters.values(local=True) == pytest.approx(alone.values(local=True))   # no communication
+    reduced = meters.values()
+    assert reduced == pytest.approx(reference, abs=1e-9), (reduced, reference)
+    assert reference['loss'] == pytest.approx((0.5 * 3 + 2.0 * 2 + 1.25 * 3) / 8)  # not the mean of the means
+    assert reference['acc'] == pytest.approx(5 / 8)
+    _feed(meters, _batches(rank))            # more batches after a compute: no stale cached value
+    _feed(everything, _batches(0) + _batches(1))
+    assert meters.values() == pytest.approx(everything.values(local=True), abs=1e-9)
+
+    # a mid-epoch checkpoint holds the sums of all processes; one process loading them has it all
+    state = meters.state_dict()
+    restored = _meters(_hits)
+    restored.load_state_dict(state)
+    assert restored.values(local=True) == pytest.approx(everything.values(local=True), abs=1e-9)
+    assert state['losses'][0]['count'] == 16
+
+    # buffers: rank 0's everywhere
+    norm = torch.nn.BatchNorm1d(3)
+    norm.running_mean.fill_(rank + 1.0)
+    world.sync_buffers([norm])
+    assert norm.running_mean.tolist() == [1.0, 1.0, 1.0]
+
+    # decisions: rank 0's stop answer; a signal caught by one process stops both at the same round
+    assert distributed.RankZeroDecides(lambda epoch, history: rank == 1)(1, []) is False
+    request = SimpleNamespace(signum=None)
+    stop = distributed.AgreedStop(request)
+    schedule = distributed.AgreedCheckpoints(SimpleNamespace(iterations=None, due=lambda rounds: False), stop,
+                                             seconds=3600)
+    assert [schedule.due(1), schedule.due(2)] == [False, False]      # agreed (timing the rounds): nothing
+    request.signum = signal.SIGTERM if rank == 1 else None
+    assert [schedule.due(r) for r in range(3, 10)] == [False] * 7     # not yet agreed: an hour away
+    assert stop.signum is None
+    assert schedule.due(1) is True and stop.signum == signal.SIGTERM  # a new epoch's first round agrees
+
+    # a model whose loss leaves a parameter out gets a message saying what to do
+    class Partial(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.unused = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.used(x)
+
+    replica = world._wrap(Partial(), 'Partial')
+    with pytest.raises(RuntimeError) as caught:
+        for _ in range(2):
+            replica(torch.ones(4, 2)).sum().backward()
+    assert 'model "Partial"' in str(caught.value) and distributed.UNUSED_VARIABLE + '=1' in str(caught.value)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_reduce_metrics_by_count_and_agree_on_buffers_and_stops():
+    torch.multiprocessing.spawn(_worker, args=(_free_port(),), nprocs=2, join=True)
+
+
+# ---- torchrun: train on two processes, kill one, resume, compare with a one-process evaluation ----
+
+EPOCHS = 3
+
+
+@pytest.fixture
+def ddp_project(tmp_path, monkeypatch):
+    """The tutorial project on 301 training and 97 test digits (odd counts: uneven shards)."""
+    data = write_tiny_mnist(str(tmp_path / 'data'), train=301, test=97)
+    package = tmp_path / 'my_examples' / 'mnist'
+    package.mkdir(parents=True)
+    (tmp_path / 'my_examples' / '__init__.py').write_text('')
+    shutil.copy(os.path.join(EXAMPLE, '__init__.py'), package / '__init__.py')
+    write_json(package / 'training.json', tutorial_spec(data, epochs=EPOCHS))
+    text = open(os.path.join(EXAMPLE, 'evaluation.json')).read().replace('examples.mnist.', 'my_examples.mnist.')
+    (package / 'evaluation.json').write_text(text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    commands.init('my_examples/mnist/training.json')
+    return tmp_path
+
+
+def torchrun(project, *args):
+    """train.py under torchrun, two processes (gloo), in its own session; output to a file."""
+    log = open(project / f'torchrun-{time.monotonic_ns()}.log', 'w+')
+    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
+               os.path.join(REPO, 'train.py'), *args]
+    env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCH_VARIABLES}
+    process = subprocess.Popen(command, cwd=project, env=dict(env, PYTHONPATH=REPO), stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    process.log = log
+    return process
+
+
+def output(process):
+    return open(process.log.name).read()
+
+
+def workers(process):
+    """{rank: pid} of the processes torchrun started (they run in sessions of their own)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/stat') as f:
+                parent = int(f.read().rsplit(')', 1)[1].split()[1])
+            with open(f'/proc/{pid}/environ', 'rb') as f:
+                environ = dict(item.split(b'=', 1) for item in f.read().split(b'\0') if b'=' in item)
+        except (OSError, ValueError):
+            continue
+        if parent == process.pid and b'RANK' in environ:
+            found[int(environ[b'RANK'])] = int(pid)
+    return found
+
+
+def alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_torchrun_trains_on_two_processes_survives_a_killed_one_and_resumes(ddp_project):
+    session = ddp_project / 'pretrained'
+    first = torchrun(ddp_project, 'pretrained')
+    try:
+        deadline = time.monotonic() + 240
+        while not (session / 'checkpoints' / 'epoch_1.sha256').exists():
+            assert first.poll() is None, output(first)
+            assert time.monotonic() < deadline, output(first)
+            time.sleep(0.01)
+        ranks = workers(first)
+        os.kill(ranks[1], signal.SIGKILL)       # one process dies: torchrun must end the other, not hang
+        killed = time.monotonic()
+        first.wait(timeout=120)
+        print(f'\ntorchrun ended {time.monotonic() - killed:.1f} s after rank 1 was killed')
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert first.returncode != 0 and not alive(ranks[0]), output(first)
+    assert not (session / 'checkpoints' / f'epoch_{EPOCHS}.sha256').exists(), 'finished before the kill'
+
+    second = torchrun(ddp_project, 'pretrained')
+    second.wait(timeout=300)
+    log = output(second)
+    assert second.returncode == 0, log
+    assert 'Training on cpu x 2 processes (gloo), precision 32' in log
+    assert 'Resuming "pretrained" after epoch ' in log
+    assert log.count('Training finished') == 1, log          # rank 0 prints, the other does not
+    assert not (session / 'train.lock').exists()
+
+    _, state = SessionStore.open(session).latest_checkpoint()
+    assert state['progress']['epoch'] == EPOCHS
+    keys = list(state['models']['LeNet5'])
+    assert keys and not any(k.startswith('module.') for k in keys)
+
+    row = commands.evaluate('my_examples/mnist/evaluation.json')      # one process, this one
+    recorded = state['progress']['history'][0][-1]
+    assert set(row) == {'acc', 'loss', 'val acc', 'val loss'} == set(recorded)
+    assert row == pytest.approx(recorded, abs=1e-6), (row, recorded)
+    with open(session / 'metrics' / '0.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['epoch'] for r in rows] == [str(e) for e in range(1, EPOCHS + 1)]
+    assert {k: float(v) for k, v in rows[-1].items() if k != 'epoch'} == pytest.approx(row, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_a_stop_mid_epoch_resumes_bit_identically_on_two_processes_and_continues_on_one(ddp_project):
+    shutil.copytree(ddp_project / 'pretrained', ddp_project / 'uninterrupted')
+    whole = torchrun(ddp_project, 'uninterrupted')
+    assert whole.wait(timeout=300) == 0, output(whole)
+
+    session = ddp_project / 'pretrained'
+    first = torchrun(ddp_project, 'pretrained')
+    try:
+        deadline = time.monotonic() + 240
+        while not (session / 'checkpoints' / 'epoch_1.sha256').exists():
+            assert first.poll() is None and time.monotonic() < deadline, output(first)
+            time.sleep(0.01)
+        first.send_signal(signal.SIGTERM)       # torchrun passes it on; the processes agree where to stop
+        first.wait(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    log = output(first)
+    assert log.count('a checkpoint was saved there') == 2, log            # both stopped after the same round
+    mid_epoch = [i for i in SessionStore.open(session).checkpoint_ids() if i.batch]
+    assert mid_epoch and mid_epoch[-1].epoch < EPOCHS, log
+    shutil.copytree(session, ddp_project / 'single')
+
+    second = torchrun(ddp_project, 'pretrained')
+    assert second.wait(timeout=300) == 0, output(second)
+    assert 'batches of the next' in output(second)
+    resumed = SessionStore.open(session).latest_checkpoint()[1]
+    expected = SessionStore.open(ddp_project / 'uninterrupted').latest_checkpoint()[1]
+    assert resumed['progress']['history'] == expected['progress']['history']
+    for name, tensor in expected['models']['LeNet5'].items():
+        assert torch.equal(resumed['models']['LeNet5'][name], tensor), name
+
+    progress = commands.train('single', options=commands.RunOptions(quiet=True))     # one process, this one
+    assert progress.epoch == EPOCHS and not torch.distributed.is_initialized()

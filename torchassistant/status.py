@@ -1,0 +1,150 @@
+"""Where a session stands, read from its folder without writing anything or running user code:
+progress and metric history from the newest intact checkpoint (plain data), the checkpoints kept,
+and SESSION/train.lock, which says whether a trainer holds the session now.
+
+The best epoch of a stage: by the spec's `train.best_metric` ({"name", "mode"}, what best.pt
+follows) when the stage records that metric; else by the rule the end-of-training summary uses
+(`torchassistant.progress.best_epoch`): the first validation metric ("val ..."), else the first
+metric, lower is better for losses and error rates and higher for everything else.
+"""
+import json
+import math
+import os
+import socket
+from dataclasses import asdict, dataclass
+
+from torchassistant import store as session_store
+from torchassistant.cli import command_hint
+from torchassistant.progress import best_epoch, format_metrics, lower_is_better
+from torchassistant.spec import loader
+from torchassistant.store import SessionStore
+
+
+@dataclass
+class StageStatus:
+    index: int
+    rows: list               # {display name: value} per finished epoch of the stage, epoch 1 first
+    state: str               # "finished", "in progress" or "not started"
+    monitored: str = None    # the metric that decides the best epoch
+    lower_is_better: bool = None
+    best_epoch: int = None   # 1-based epoch of the stage (as printed and in metrics/<stage>.csv)
+
+
+@dataclass
+class SessionStatus:
+    path: str
+    epoch: int               # epochs finished over all stages (the newest intact checkpoint)
+    batch: int               # batches into the next epoch when that checkpoint is a mid-epoch one, else 0
+    stage: int               # the stage that runs next; == num_stages when complete
+    num_stages: int
+    complete: bool
+    stages: list
+    checkpoints: list        # names of the checkpoint files kept ("epoch_3", "epoch_4_batch_50")
+    best_checkpoint: dict    # best.json ({"epoch", "metric", "mode", "value"}) when best.pt exists, else None
+    running: dict            # {"state": "running" | "not running" | "stale lock" | "unknown", "pid", "host", ...}
+
+
+def read(session_dir):
+    """The status of the session at `session_dir`; reads files only."""
+    store = SessionStore.open(session_dir)
+    train = loader.load_file(store.spec_file()).data['train']
+    ident, state = store.latest_checkpoint()
+    progress = state['progress']
+    history = progress['history']
+    stages = [_stage(index, history.get(index, history.get(str(index), [])), progress['stage'],
+                     train.get('best_metric')) for index in range(len(train['stages']))]
+    best = store.best_record()
+    if best is not None and not os.path.isfile(os.path.join(store.path, 'checkpoints', 'best.pt')):
+        best = None
+    return SessionStatus(store.path, ident.epoch, ident.batch, progress['stage'], len(train['stages']),
+                         progress['stage'] >= len(train['stages']), stages,
+                         [i.name for i in store.checkpoint_ids()], best, training_lock(store.path))
+
+
+def _stage(index, rows, next_stage, best_metric):
+    state = 'finished' if index < next_stage else 'in progress' if index == next_stage and rows else 'not started'
+    status = StageStatus(index, rows, state)
+    if best_metric and any(best_metric['name'] in row for row in rows):
+        name, lower = best_metric['name'], best_metric.get('mode', 'min') == 'min'   # as best.pt is chosen
+        scored = [(row[name] if lower else -row[name], i) for i, row in enumerate(rows, start=1)
+                  if isinstance(row.get(name), (int, float)) and not math.isnan(row[name])]
+        status.monitored, status.lower_is_better = name, lower
+        status.best_epoch = min(scored)[1] if scored else None
+    elif best_epoch(rows) is not None:
+        status.best_epoch, status.monitored, _ = best_epoch(rows)
+        status.lower_is_better = lower_is_better(status.monitored)
+    return status
+
+
+def training_lock(session_dir):
+    """Whether a trainer holds the session now, from SESSION/train.lock (read, never written here)."""
+    path = os.path.join(session_dir, session_store.LOCK)
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return {'state': 'not running'}
+    except OSError as e:
+        return {'state': 'unknown', 'why': f'{path} cannot be read ({e.strerror})'}
+    holder = session_store._parse_lock(text)      # the store's own reading of its lock file
+    if holder is None:
+        return {'state': 'unknown', 'why': f'{path} does not say who holds it (a trainer may be starting)'}
+    found = {key: holder.get(key) for key in ('pid', 'host', 'since', 'command')}
+    if session_store._is_stale(holder):
+        return {'state': 'stale lock', **found}
+    if holder['host'] != socket.gethostname():
+        return {'state': 'unknown', **found, 'why': f'it is held on host "{holder["host"]}", which this host '
+                                                    f'cannot check'}
+    return {'state': 'running', **found}
+
+
+# ---- showing it ----------------------------------------------------------------------------------
+
+def to_json(status):
+    return json.dumps(asdict(status), indent=2)
+
+
+def describe(status):
+    """The status as a few lines of text."""
+    lines = [f'Session "{status.path}"', f'  {_overall(status)}', f'  {_running(status.running)}']
+    for stage in status.stages:
+        epochs = f'{len(stage.rows)} epoch{"s" if len(stage.rows) != 1 else ""}'
+        lines.append(f'Stage {stage.index}: {stage.state}, {epochs}')
+        if stage.rows:
+            lines.append(f'  last  epoch {len(stage.rows):4d} {format_metrics(stage.rows[-1])}')
+        if stage.best_epoch is not None:
+            better = 'lower' if stage.lower_is_better else 'higher'
+            lines.append(f'  best  epoch {stage.best_epoch:4d} {format_metrics(stage.rows[stage.best_epoch - 1])}'
+                         f'  (by {stage.monitored}, {better} is better)')
+        if stage.rows:
+            lines.append(f'  metrics: {os.path.join(status.path, "metrics", f"{stage.index}.csv")}')
+    kept = ', '.join(status.checkpoints) or 'none'
+    lines.append(f'Checkpoints kept in {os.path.join(status.path, "checkpoints")}: {kept}')
+    if status.best_checkpoint:
+        best = status.best_checkpoint
+        lines.append(f'  best.pt: epoch {best["epoch"]} ({best["metric"]} {best["value"]:.4f}, '
+                     f'{"lowest" if best["mode"] == "min" else "highest"})')
+    return '\n'.join(lines)
+
+
+def _overall(status):
+    if status.complete:
+        return (f'training complete: all {status.num_stages} stage{"s" if status.num_stages != 1 else ""} '
+                f'finished, {status.epoch} epochs')
+    at = f'{status.epoch} epochs' + (f' and {status.batch} batches of the next' if status.batch else '')
+    resume = '' if status.running['state'] == 'running' else f'; continue with: {command_hint("train", status.path)}'
+    going = 'in progress' if status.stages[status.stage].state == 'in progress' or status.batch else 'runs next'
+    return f'training not complete: {at} done, stage {status.stage} ({status.stage + 1} of {status.num_stages}) ' \
+           f'{going}{resume}'
+
+
+def _running(lock):
+    since = f' since {lock["since"]}' if lock.get('since') else ''
+    who = f'pid {lock.get("pid")} on host "{lock.get("host")}"{since}'
+    if lock['state'] == 'running':
+        return f'training now: {who}'
+    if lock['state'] == 'stale lock':
+        return f'not training now (train.lock is stale: {who} is no longer running)'
+    if lock['state'] == 'unknown':
+        return f'training now: unknown; {lock["why"]}' + (f' ({who})' if lock.get('pid') else '')
+    return 'not training now'

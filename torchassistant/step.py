@@ -1,0 +1,201 @@
+"""How a training iteration turns a loss into updated weights: precision, accumulation, clipping.
+
+    with step.forward(pipeline):            # the pipeline's forward and losses
+        total = ...
+    step.update(pipeline, total)            # zero_grad (window start), backward, optimizer steps
+
+`Precision` is the autocast/GradScaler choice, shared by training, validation and inference.
+`TrainStep` is the one object that decides when gradients are zeroed, how the loss is scaled, when
+DDP synchronises and when optimizers step; the pipeline calls it and holds no such conditionals.
+A window of `accumulate` iterations of one pipeline is one optimizer step, exactly what a hand-written
+loop with `loss / accumulate` does. With accumulate 1 and precision "32" an iteration is the plain
+zero_grad, backward, step.
+"""
+import contextlib
+
+import torch
+
+from torchassistant.errors import UserCodeError
+from torchassistant.graph import StepError
+from torchassistant.resolve import qualified_name
+
+PRECISIONS = ('32', 'bf16-mixed', '16-mixed')
+
+
+class Precision:
+    def __init__(self, name, device):
+        if name not in PRECISIONS:
+            raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, not {name!r}')
+        self.name = name
+        self.device_type = torch.device(device).type
+        self.dtype = {'32': None, 'bf16-mixed': torch.bfloat16, '16-mixed': torch.float16}[name]
+
+    def autocast(self):
+        """The context the forward pass and the losses run in."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def scaler(self):
+        """A GradScaler where fp16 needs one (its gradients underflow without), else None."""
+        return torch.amp.GradScaler(self.device_type) if self.dtype is torch.float16 else None
+
+
+class TrainStep:
+    def __init__(self, precision, accumulate=1, clip_grad_norm=None, non_finite='stop', finite=None):
+        self.precision = precision
+        self.finite = finite or (lambda value: bool(torch.isfinite(value)))   # several processes: agreed
+        self.accumulate = accumulate
+        self.clip_grad_norm = clip_grad_norm
+        self.skip_non_finite = non_finite == 'skip'
+        self.skipped = 0           # batches skipped for a non-finite loss
+        self.scaler = precision.scaler()
+        self.pending = {}          # pipeline name -> iterations since its optimizers last stepped
+
+    def autocast(self):
+        return self.precision.autocast()
+
+    @contextlib.contextmanager
+    def forward(self, pipeline):
+        """Where a training forward pass runs: under autocast, with the parameters no optimizer of the
+        pipeline updates (frozen nodes) not requiring gradients, so backward leaves their `.grad`
+        alone (another pipeline may be accumulating there) while gradients still flow through them."""
+        frozen = pipeline.frozen
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+        try:
+            with self.precision.autocast():
+                yield
+        finally:
+            for parameter in frozen:
+                parameter.requires_grad_(True)
+
+    def update(self, pipeline, total, losses):
+        """Back-propagate `total` (the pipeline's summed loss; `losses` its parts, (value, count) each)
+        and step its optimizers at the end of an accumulation window; True when the batch was applied.
+        A NaN or infinite loss stops training, naming the loss (nothing of the batch is applied, so the
+        last checkpoint stays good), or with non_finite "skip" is dropped (False)."""
+        if not self.finite(total):
+            self._non_finite(pipeline, total, losses)
+            return False
+        done = self.pending.get(pipeline.name, 0)
+        if done == 0:
+            for optimizer in pipeline.optimizers:
+                optimizer.zero_grad(set_to_none=True)
+        done += 1
+        last = done == self.accumulate
+        loss = total / self.accumulate if self.accumulate > 1 else total
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        with contextlib.ExitStack() as stack:
+            if not last:      # DDP: no gradient all-reduce until the window's last backward
+                for model in pipeline.models:
+                    if hasattr(model, 'no_sync'):
+                        stack.enter_context(model.no_sync())
+            _guarded('the backward pass of the summed losses', loss.backward)
+        self.pending[pipeline.name] = done
+        if last:
+            self.step(pipeline)
+        return True
+
+    def _non_finite(self, pipeline, total, losses):
+        if self.skip_non_finite:
+            self.skipped += 1
+            return
+        bad = [(use.display_name, float(loss.detach())) for use, (loss, _) in zip(pipeline.losses, losses)
+               if not bool(torch.isfinite(loss))] or [('the summed losses', float(total.detach()))]
+        name, value = bad[0]
+        raise StepError(f'loss "{name}"', {}, FloatingPointError(
+            f'its value is {value}; training stops so that no checkpoint holds weights it damaged (the last '
+            f'checkpoint is good). To skip such batches instead, set "non_finite": "skip" under "train"'))
+
+    def step(self, pipeline):
+        """Clip (if asked: the pipeline's gradient clippers, then clip_grad_norm) and step every optimizer
+        of `pipeline` once; the window closes."""
+        clippers = getattr(pipeline, 'clippers', ())
+        if self.clip_grad_norm is not None or clippers:
+            if self.scaler is not None:       # clip the true gradients, not the scaled ones
+                for optimizer in pipeline.optimizers:
+                    self.scaler.unscale_(optimizer)
+            for clipper in clippers:
+                clipper()
+        if self.clip_grad_norm is not None:
+            parameters = [p for optimizer in pipeline.optimizers for group in optimizer.param_groups
+                          for p in group['params'] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(parameters, self.clip_grad_norm)
+        for name, optimizer in zip(pipeline.optimizer_names, pipeline.optimizers):
+            step = optimizer.step if self.scaler is None else (lambda o=optimizer: self.scaler.step(o))
+            _guarded(f'optimizer "{name}" step()', step)
+        if self.scaler is not None:
+            self.scaler.update()
+        self.pending[pipeline.name] = 0
+
+    def flush(self, pipelines):
+        """End of epoch: step the pipelines whose accumulation window is open, so no gradient is
+        carried into the next epoch (or lost at a checkpoint)."""
+        for pipeline in pipelines:
+            if self.pending.get(pipeline.name):
+                self.step(pipeline)
+
+    def at_boundary(self):
+        """No accumulation window is open: a checkpoint taken now holds everything."""
+        return not any(self.pending.values())
+
+    def state_dict(self):
+        return {'scaler': self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state):
+        if self.scaler is not None and state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
+
+
+class GradientClipper:
+    """A gradient_clippers definition: before each optimizer step of a pipeline that trains `model`,
+    its gradients are clipped, each element into [-clip_value, clip_value], then to total norm clip_norm."""
+
+    def __init__(self, name, model, clip_value=None, clip_norm=None):
+        self.name = name
+        self.parameters = list(model.parameters())
+        self.clip_value, self.clip_norm = clip_value, clip_norm
+
+    def __call__(self):
+        gradients = [p for p in self.parameters if p.grad is not None]
+        if self.clip_value is not None:
+            torch.nn.utils.clip_grad_value_(gradients, self.clip_value)
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(gradients, self.clip_norm)
+
+
+def clippers_of(clippers, optimizers):
+    """The clippers whose model has parameters `optimizers` update (what a pipeline's step clips)."""
+    owned = {id(p) for optimizer in optimizers for group in optimizer.param_groups for p in group['params']}
+    return [c for c in clippers if any(id(p) in owned for p in c.parameters)]
+
+
+class BackwardHooks:
+    """A backward_hooks definition: `factory(parameter_name)` returns a hook for each parameter of
+    `model` (that requires gradients), registered with `parameter.register_hook`: it sees, and may
+    replace, the parameter's gradient in every backward pass."""
+
+    def __init__(self, model, factory, where=''):
+        self.handles = []
+        for name, parameter in model.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            hook = factory(name)
+            if not callable(hook):
+                raise UserCodeError(f'{where}: building it failed: {qualified_name(factory)} returned '
+                                    f'{type(hook).__name__} for parameter "{name}", not a hook (a function of the '
+                                    f'gradient returning a new gradient or None)', None)
+            self.handles.append(parameter.register_hook(hook))
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+
+def _guarded(what, function):
+    try:
+        function()
+    except Exception as e:
+        raise StepError(what, {}, e) from e

@@ -359,3 +359,25 @@ def test_tensorboard_and_plot_loggers_record_training(workdir):
     assert (workdir / 'session' / 'metrics' / '0.csv').is_file()                         # plots imply the CSV
     png = workdir / 'session' / 'plots' / 'stage_0.png'
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_evaluate_chooses_the_best_latest_or_an_epochs_checkpoint(workdir):
+    spec = single_model_spec(workdir, epochs=3)
+    spec['train']['best_metric'] = {'name': 'val ce', 'mode': 'min'}
+    spec['train']['keep_checkpoints'] = 5
+    init_and_train(workdir, spec)
+    history = final_state()['progress']['history'][0]
+    best = min(range(3), key=lambda i: (history[i]['val ce'], i))
+
+    def evaluated(which):
+        evaluation = {'session_dir': 'session', 'validation_pipelines': ['check']}
+        if which is not None:
+            evaluation['checkpoint'] = which
+        return commands.evaluate(write(workdir / 'eval.json', evaluation))
+    assert evaluated(None)['val ce'] == pytest.approx(history[2]['val ce'])
+    assert evaluated('latest')['val ce'] == pytest.approx(history[2]['val ce'])
+    assert evaluated('best')['val ce'] == pytest.approx(history[best]['val ce'])
+    assert evaluated(1)['val ce'] == pytest.approx(history[0]['val ce'])
+    with pytest.raises(UsageError) as error:
+        evaluated(7)
+    assert 'eval.json:' in error.value.message and 'checkpoint' in error.value.message

@@ -153,7 +153,7 @@ def test_ctrl_c_and_sigterm_checkpoint_where_they_stop_and_resume_continues(tmp_
     package.mkdir(parents=True)
     (tmp_path / 'my_examples' / '__init__.py').write_text('')
     shutil.copy(os.path.join(REPO, 'examples', 'mnist', '__init__.py'), package / '__init__.py')
-    write_json(package / 'training.json', tutorial_spec(tiny_mnist, epochs=30))
+    write_json(package / 'training.json', tutorial_spec(tiny_mnist, epochs=3))
     env = dict(os.environ, PYTHONPATH=REPO)
     subprocess.run([sys.executable, os.path.join(REPO, 'init.py'), 'my_examples/mnist/training.json'],
                    cwd=tmp_path, env=env, check=True, capture_output=True)

@@ -266,7 +266,7 @@ def _build_pipeline(name, spec, entities, device):
     metrics = [Use(entry.get('display_name', entry['metric_name']), entities.metrics[entry['metric_name']],
                    entry.get('node_name', default_node)) for entry in spec.get('metrics', [])]
     pipeline = Pipeline(name, batch_graph, feeds, losses, metrics, device, entities.where['pipelines', name])
-    pipeline.clippers = step.clippers_of(entities.gradient_clippers.values(), pipeline.optimizers)
+    pipeline.clippers = step.clippers_of(entities.gradient_clippers.values(), pipeline.optimizers)  # needs its optimizers
     return pipeline
 
 

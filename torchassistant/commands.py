@@ -93,8 +93,8 @@ def check(spec_path, stream=None, debug=False, expanded=False):
         document = concise.prepare(document, learned, sys.stderr)
         print(json.dumps(document.data, indent=4), file=stream)
         return True
+    document = concise.prepare(document, learned, stream)     # a concise spec is whole (and checked) only now
     print(f'{spec_path}: spec is valid', file=stream)
-    document = concise.prepare(document, learned, stream)
     entities = builder.build(document, learned, choose_device(spec_value=document.data.get('device'),
                                                                            where=document.describe(('device',))))
     builder.build_stages(document, entities)
@@ -159,7 +159,15 @@ def open_session(session_dir, spec_document=None, options=None, world=None):
                              f'now (has the data changed?): ' + '; '.join(drift[:5])
                              + (f' [and {len(drift) - 5} more]' if len(drift) > 5 else '')
                              + f'. The expansion made at init is {os.path.join(store.path, "expanded.json")}')
-    (epoch, _), state = store.latest_checkpoint()      # (epoch, batch): batch > 0 for a mid-epoch checkpoint
+    which = spec_document.data.get('checkpoint', 'latest') if spec_document is not None else 'latest'
+    if which == 'latest':
+        (epoch, _), state = store.latest_checkpoint()      # (epoch, batch): batch > 0 for a mid-epoch checkpoint
+    else:
+        try:
+            state = store.checkpoint(which)              # evaluate/infer: "best" or an epoch's checkpoint
+        except UsageError as e:
+            raise UsageError(f'{spec_document.describe(("checkpoint",))}: {e.message}') from None
+        epoch = state['progress']['epoch']
     spec = spec_document or document
     device = choose_device(options.device, spec.data.get('device') or document.data.get('device'),
                            where=spec.describe(('device',)) if 'device' in spec.data else document.describe(('device',)))

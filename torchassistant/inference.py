@@ -14,7 +14,7 @@ import torch
 from torchassistant import errors
 from torchassistant.build import instantiate
 from torchassistant.collators import example_elements
-from torchassistant.data import apply_preprocessors, describe, preprocessors_of, to_device
+from torchassistant.data import apply_preprocessors, describe, preprocessors_of
 from torchassistant.errors import UsageError
 from torchassistant.resolve import suggest
 from torchassistant.spec.validate import raise_for_problems
@@ -122,10 +122,7 @@ class Inference:
     def _forward(self, port_frames):
         """The pipeline's graph on one batch in inference mode: a model's run_inference(*inputs) runs
         instead of its forward where it defines one."""
-        move_to = self.pipeline.move_to
-        if move_to is not None:
-            port_frames = {port: to_device(frame, move_to) for port, frame in port_frames.items()}
-        return self.pipeline.graph(port_frames, inference=True)
+        return self.pipeline.forward(port_frames, inference=True)
 
     def _convert(self, index, converter, text, where):
         converter_at = self.document.describe(("inputs_meta", index, "input_converter"))

@@ -66,7 +66,7 @@ class Feed:
 
 
 class Pipeline:
-    def __init__(self, name, graph, feeds, losses, metrics, device, where=''):
+    def __init__(self, name, graph, feeds, losses, metrics, device, where='', clippers=()):
         self.name = name
         self.where = where
         self.graph = graph
@@ -80,6 +80,7 @@ class Pipeline:
         named = {id(o): (n, o) for p in processors for n, o in p.optimizers()}.values()
         self.optimizer_names = [n for n, _ in named]
         self.optimizers = [o for _, o in named]
+        self.clippers = list(clippers)      # gradient_clippers of the models this pipeline trains
         # parameters of the graph's models that none of its optimizers updates (frozen nodes): the step
         # keeps gradients out of them while this pipeline trains, though gradients flow through them
         owned = {id(p) for o in self.optimizers for group in o.param_groups for p in group['params']}
@@ -113,10 +114,11 @@ class Pipeline:
                 port_frames.setdefault(feed.port, {}).update(feed.frame(part))
             yield port_frames
 
-    def forward(self, port_frames):
+    def forward(self, port_frames, inference=False):
+        """The graph on one batch; `inference` (infer only): models' run_inference where they define it."""
         if self.move_to is not None:
             port_frames = {port: to_device(frame, self.move_to) for port, frame in port_frames.items()}
-        return self.graph(port_frames)
+        return self.graph(port_frames, inference=inference)
 
     def train_step(self, port_frames, meters, step):
         """One training iteration; `step` (a TrainStep) turns the summed loss into updates. A batch the

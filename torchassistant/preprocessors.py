@@ -176,6 +176,11 @@ class TextPreprocessor(TrainablePreprocessor):
     def num_classes(self):
         return len(self.words)
 
+    @property
+    def num_words(self):
+        """The original's name for `num_classes` (its translation example's factory reads it)."""
+        return self.num_classes
+
     def process(self, text):
         if text is None:
             return None

@@ -112,7 +112,7 @@ class TrainStep:
     def step(self, pipeline):
         """Clip (if asked: the pipeline's gradient clippers, then clip_grad_norm) and step every optimizer
         of `pipeline` once; the window closes."""
-        clippers = getattr(pipeline, 'clippers', ())
+        clippers = pipeline.clippers
         if self.clip_grad_norm is not None or clippers:
             if self.scaler is not None:       # clip the true gradients, not the scaled ones
                 for optimizer in pipeline.optimizers:

@@ -289,7 +289,8 @@ class _Semantics:
         for i, part in enumerate(spec.get('merge', [])):
             self.dataset_ref(path + ('merge', i), part, index)
         if 'preprocessors' in spec and 'link' not in spec and 'merge' not in spec:
-            self.add(path + ('preprocessors',), '"preprocessors" applies only to a dataset defined by "link" or "merge"')
+            self.add(path + ('preprocessors',),
+                     '"preprocessors" applies only to a dataset defined by "link" or "merge"')
         for i, pre in enumerate(spec.get('preprocessors', [])):
             self.ref(path + ('preprocessors', i), pre, 'preprocessors', index)
 

@@ -1,6 +1,7 @@
 """The run layer through the commands, in-process, on the synthetic toy problem: stop conditions,
 the step object (accumulation, clipping, precision, non-finite losses, errors in backward/step),
 device choice, compile, and exact mid-epoch resume."""
+import re
 import shutil
 
 import pytest
@@ -381,3 +382,23 @@ def test_evaluate_chooses_the_best_latest_or_an_epochs_checkpoint(workdir):
     with pytest.raises(UsageError) as error:
         evaluated(7)
     assert 'eval.json:' in error.value.message and 'checkpoint' in error.value.message
+
+
+def test_the_same_spec_and_seed_give_the_same_weights(workdir, capsys):
+    spec = single_model_spec(workdir, epochs=1)
+    spec['seed'] = 1234
+    results = []
+    for session in ('one', 'two'):
+        spec['session_dir'] = session
+        commands.init(write(workdir / f'{session}.json', spec))
+        commands.train(session)
+        results.append(final_state(session))
+    assert 'Seed 1234 (given in the spec)' in capsys.readouterr().out
+    assert_equal(results[0]['models'], results[1]['models'])
+    assert results[0]['progress']['history'] == results[1]['progress']['history']
+    spec.pop('seed')
+    spec['session_dir'] = 'three'
+    commands.init(write(workdir / 'three.json', spec))
+    drawn = re.search(r'Seed (\d+) \(drawn; add "seed": (\d+) to the spec to repeat it\)', capsys.readouterr().out)
+    assert drawn and drawn.group(1) == drawn.group(2)
+    assert SessionStore.open('three').learned_state()['seed'] == int(drawn.group(1))

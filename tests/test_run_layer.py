@@ -198,7 +198,7 @@ def test_non_finite_loss_stops_naming_loss_epoch_and_batch_and_keeps_the_last_ch
     assert state['progress']['epoch'] == 0 and all(torch.isfinite(v).all() for v in state['models']['net'].values())
 
 
-def test_non_finite_skip_drops_such_batches(workdir):
+def test_non_finite_skip_drops_such_batches(workdir, capsys):
     spec = single_model_spec(workdir, epochs=1)
     replace_definition(spec, 'points', **{'class': 'toy.NanAt', 'kwargs': {'size': 200, 'every': 20}})
     spec['train']['non_finite'] = 'skip'
@@ -208,6 +208,7 @@ def test_non_finite_skip_drops_such_batches(workdir):
     trained = final_state()['models']['net']
     assert all(torch.isfinite(v).all() for v in trained.values())
     assert any(not torch.equal(start[k], trained[k]) for k in start)     # the finite batches were applied
+    assert re.search(r'\d+ batch\(es\) with a non-finite loss were skipped', capsys.readouterr().out)
 
 
 # ---- device and compile ---------------------------------------------------------------------------
@@ -402,3 +403,20 @@ def test_the_same_spec_and_seed_give_the_same_weights(workdir, capsys):
     drawn = re.search(r'Seed (\d+) \(drawn; add "seed": (\d+) to the spec to repeat it\)', capsys.readouterr().out)
     assert drawn and drawn.group(1) == drawn.group(2)
     assert SessionStore.open('three').learned_state()['seed'] == int(drawn.group(1))
+
+
+def test_reduce_lr_on_plateau_steps_with_its_monitored_metric(workdir):
+    spec = single_model_spec(workdir, epochs=4)
+    plateau = {'class': 'ReduceLROnPlateau', 'kwargs': {'patience': 0, 'factor': 0.5, 'threshold': 0.5}}
+    replace_definition(spec, 'sgd', lr_scheduler=plateau)
+    with pytest.raises(SpecError, match='ReduceLROnPlateau steps with a metric: add "monitor"'):
+        commands.init(write(workdir / 'train.json', spec))
+    plateau['monitor'] = 'val ce'
+    init_and_train(workdir, spec)
+    state = final_state()
+    expected = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.4), patience=0, factor=0.5, threshold=0.5)
+    for row in state['progress']['history'][0]:
+        expected.step(row['val ce'])
+    assert state['optimizers']['sgd']['param_groups'][0]['lr'] == pytest.approx(expected.get_last_lr()[0])
+    assert expected.get_last_lr()[0] < 0.4          # (threshold 0.5: it must have reduced)

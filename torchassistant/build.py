@@ -26,6 +26,7 @@ class Optimizer:
     model_name: str
     optimizer: torch.optim.Optimizer
     scheduler: object = None
+    monitor: str = None          # the displayed metric a scheduler like ReduceLROnPlateau steps with
 
 
 @dataclass
@@ -181,7 +182,7 @@ def _optimizer(spec, name, entities, learned, device):
     optimizer = instantiate(spec, entities, 'optimizers', (entities.models[spec['model']].parameters(),))
     scheduler = instantiate(spec['lr_scheduler'], entities, 'lr_scheduler', (optimizer,)) \
         if 'lr_scheduler' in spec else None
-    return Optimizer(name, spec['model'], optimizer, scheduler)
+    return Optimizer(name, spec['model'], optimizer, scheduler, spec.get('lr_scheduler', {}).get('monitor'))
 
 
 def _criterion(kind, group):

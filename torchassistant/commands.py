@@ -248,7 +248,11 @@ def _train(session_dir, stream=None, options=None, world=None):
     run = trainer.Trainer(session.entities, stages, session.store, step, Events(listeners),
                           every, stop, world)
     with run.stop:
-        return run.run(progress, session.state.get('epoch_state'))
+        progress = run.run(progress, session.state.get('epoch_state'))
+    if step.skipped and world.is_main:
+        print(f'  {step.skipped} batch(es) with a non-finite loss were skipped in this run (non_finite: "skip")',
+              file=stream)
+    return progress
 
 
 def describe_device(device):

@@ -146,18 +146,33 @@ class Trainer:
             raise step_error(pipeline, f'training (stage {stage.index}, epoch {number}, batch {done + 1})', e) from e
         self.world.end_training(self.entities)
         records = {id(r.optimizer): r for r in self.entities.optimizers.values()}
-        for optimizer in {id(o): o for p in stage.training for o in p.optimizers}.values():
-            if records[id(optimizer)].scheduler is not None:
-                records[id(optimizer)].scheduler.step()
+        schedulers = [records[id(o)] for o in {id(o): o for p in stage.training for o in p.optimizers}.values()
+                      if records[id(o)].scheduler is not None]
+        self.step_schedulers([r for r in schedulers if r.monitor is None])       # once per epoch, after training
         if not stage.validation:
-            return running(local=False)
-        self.events.emit('validation_start', stage, sum(p.num_batches(stage.eval_steps) for p in stage.validation))
-        with self.stop.immediate():
-            row = run_pipelines(stage.validation, stage.eval_steps, precision=self.step.precision,
-                                on_batch=lambda n: self.events.emit('validation_batch', n))
-            for debug_pipeline in stage.debug:
-                self.debug(debug_pipeline)
+            row = running(local=False)
+        else:
+            self.events.emit('validation_start', stage, sum(p.num_batches(stage.eval_steps) for p in stage.validation))
+            with self.stop.immediate():
+                row = run_pipelines(stage.validation, stage.eval_steps, precision=self.step.precision,
+                                    on_batch=lambda n: self.events.emit('validation_batch', n))
+                for debug_pipeline in stage.debug:
+                    self.debug(debug_pipeline)
+        self.step_schedulers([r for r in schedulers if r.monitor is not None], row)   # ReduceLROnPlateau & co.
         return row
+
+    def step_schedulers(self, records, row=None):
+        """Step each optimizer's LR scheduler; one with a "monitor" gets that metric of the epoch's row."""
+        for record in records:
+            where = f'{self.entities.where["optimizers", record.name]} lr_scheduler'
+            if record.monitor is None:
+                errors.call_user_code(f'{where}: its step() failed', record.scheduler.step)
+            elif record.monitor not in row:
+                raise errors.UsageError(f'{where}.monitor: the epoch\'s row has no "{record.monitor}"; it has: '
+                                        f'{", ".join(row)}')
+            else:
+                errors.call_user_code(f'{where}: its step({record.monitor}) failed', record.scheduler.step,
+                                      row[record.monitor])
 
     def save(self, stage, progress, epoch_state=None):
         """A checkpoint of everything that decides what happens next: at the end of an epoch, or

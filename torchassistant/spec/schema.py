@@ -41,7 +41,10 @@ GROUP_SPECS = {
                             ['dataset', 'collator']),
     'models': _CALLABLE,
     'optimizers': _object({'class': _BUILD['class'], 'model': _STRING, 'args': _ARGS, 'kwargs': _KWARGS,
-                           'lr_scheduler': _CLASS_ONLY}, ['class', 'model']),
+                           'lr_scheduler': _object({**_CLASS_ONLY['properties'], 'monitor': {
+                               **_STRING, 'description': 'a displayed metric (e.g. "val loss") the scheduler steps '
+                                                         'with after validation, as ReduceLROnPlateau needs'}},
+                               ['class'])}, ['class', 'model']),
     'losses': _object({'class': _BUILD['class'], 'inputs': _NAMES, 'transform': _STRING,
                        'args': _ARGS, 'kwargs': _KWARGS}, ['class', 'inputs']),
     'metrics': _object({'class': _BUILD['class'], 'inputs': _NAMES, 'transform': _STRING,

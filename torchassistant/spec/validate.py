@@ -325,7 +325,12 @@ class _Semantics:
         self.ref(path + ('model',), spec['model'], 'models', index)
         self.buildable(path, spec, 'optimizers', leading=1)
         if 'lr_scheduler' in spec:
-            self.buildable(path + ('lr_scheduler',), spec['lr_scheduler'], 'lr_scheduler', leading=1)
+            scheduler = dict(spec['lr_scheduler'])
+            monitor = scheduler.pop('monitor', None)
+            target = self.buildable(path + ('lr_scheduler',), scheduler, 'lr_scheduler', leading=1)
+            if target is not None and monitor is None and _needs_metric(target):
+                self.add(path + ('lr_scheduler',), f'{target.__name__} steps with a metric: add "monitor": the '
+                                                   f'displayed metric to step with, e.g. "monitor": "val loss"')
 
     def check_losses(self, path, spec, index, name, home='losses'):
         self.buildable(path, spec, home)
@@ -581,6 +586,15 @@ class _Variables:
     def hint(self, variable):
         return resolve.suggest(variable, self.names) + '; available: ' + \
             ', '.join(list(dict.fromkeys(self.names)) + (['input_1..input_n'] if self.open else []))
+
+
+def _needs_metric(scheduler_class):
+    """A scheduler whose step() needs a value (ReduceLROnPlateau): its step has a required argument."""
+    try:
+        parameters = list(inspect.signature(scheduler_class.step).parameters.values())[1:]
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
 
 
 def _singular(group):

@@ -1,0 +1,1 @@
+"""Benchmarks: TorchAssistant against the equivalent hand-written PyTorch (see README.md)."""

@@ -205,3 +205,13 @@ def test_mean_weights_batches_by_their_size():
     mean.add(first, 1)
     mean.add(torch.tensor(4.0), 1)
     assert first.item() == 2.0, 'the first batch value is not modified in place'
+
+
+def test_a_fast_epoch_still_draws_its_last_line():
+    """Our own throttle decides when to draw (tqdm's would swallow the final redraw of a quick epoch)."""
+    stream = _Terminal()
+    progress = ConsoleProgress(stream)
+    progress.on_epoch_start(_Stage(), 1, 10)
+    for done in range(1, 11):
+        progress.on_batch_end(done, lambda: {'acc': 0.5})
+    assert re.search(r'\| 10 / 10 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+it/s\]$', stream.getvalue()), stream.getvalue()

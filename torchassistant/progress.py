@@ -54,7 +54,7 @@ class ConsoleProgress:
         self.next_log, self.next_log_count = self.started + self.log_seconds, max(1, math.ceil(total / 10))
         if self.live:
             self.bar = tqdm(total=total, desc=epoch_label(epoch), bar_format=BAR_FORMAT, file=self.stream,
-                            leave=False, mininterval=self.interval, dynamic_ncols=True)
+                            leave=False, mininterval=0, miniters=1, dynamic_ncols=True)   # we throttle: below
 
     def on_batch_end(self, done, read_values, meters=None):
         if self.quiet:

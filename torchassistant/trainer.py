@@ -128,8 +128,9 @@ class Trainer:
                     for handler in on_batch:
                         handler(done, running, meters[pipeline.name])
                 rounds += 1
+                saved = False
                 if active and (self.stop.signum or self.checkpoint_every.due(rounds)) and self.step.at_boundary():
-                    progress.batch = rounds
+                    progress.batch, saved = rounds, True
                     self.save(stage, progress, {'positions': dict(positions), 'processes': self.world.size,
                                                 'loaders': loaders_at_start,
                                                 'meters': {n: m.state_dict() for n, m in meters.items()},
@@ -138,7 +139,7 @@ class Trainer:
                 if self.stop.signum:
                     raise errors.Interrupted(self.stop.signum, f'in epoch {progress.epoch + 1} (stage {stage.index}, '
                                              f'epoch {number} of the stage), after batch {done} of {total}',
-                                             saved=self.step.at_boundary())
+                                             saved=saved)
             self.step.flush(stage.training)
         except errors.TorchAssistantError:
             raise

@@ -2,7 +2,7 @@
 
     with step.forward(pipeline):            # the pipeline's forward and losses
         total = ...
-    step.update(pipeline, total)            # zero_grad (window start), backward, optimizer steps
+    step.update(pipeline, total, losses)    # zero_grad (window start), backward, optimizer steps
 
 `Precision` is the autocast/GradScaler choice, shared by training, validation and inference.
 `TrainStep` is the one object that decides when gradients are zeroed, how the loss is scaled, when
@@ -12,6 +12,7 @@ loop with `loss / accumulate` does. With accumulate 1 and precision "32" an iter
 zero_grad, backward, step.
 """
 import contextlib
+import math
 
 import torch
 
@@ -44,16 +45,13 @@ class Precision:
 class TrainStep:
     def __init__(self, precision, accumulate=1, clip_grad_norm=None, non_finite='stop', finite=None):
         self.precision = precision
-        self.finite = finite or (lambda value: bool(torch.isfinite(value)))   # several processes: agreed
+        self.finite = finite or _finite      # several processes: agreed between them
         self.accumulate = accumulate
         self.clip_grad_norm = clip_grad_norm
         self.skip_non_finite = non_finite == 'skip'
         self.skipped = 0           # batches skipped for a non-finite loss
         self.scaler = precision.scaler()
         self.pending = {}          # pipeline name -> iterations since its optimizers last stepped
-
-    def autocast(self):
-        return self.precision.autocast()
 
     @contextlib.contextmanager
     def forward(self, pipeline):
@@ -192,6 +190,11 @@ class BackwardHooks:
     def remove(self):
         for handle in self.handles:
             handle.remove()
+
+
+def _finite(value):
+    """A loss is finite: one number read (a host sync on a GPU, as any check is), no tensor made on the CPU."""
+    return math.isfinite(value.item()) if value.numel() == 1 else bool(torch.isfinite(value).all())
 
 
 def _guarded(what, function):

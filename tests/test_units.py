@@ -129,7 +129,10 @@ def test_components():
     accuracy = Accuracy()
     accuracy.update(torch.tensor([1, 2, 3, 4]), torch.tensor([1, 2, 0, 0]))
     accuracy.update(torch.tensor([5]), torch.tensor([5]))
-    assert accuracy.compute().item() == pytest.approx(0.6)
+    assert accuracy.compute() == pytest.approx(0.6)
+    assert accuracy.state_dict() == {'correct': 3, 'total': 5}
+    accuracy.reset()
+    assert accuracy.compute() != accuracy.compute()        # nothing seen: nan
     import torchmetrics
     assert isinstance(Accuracy(task='multiclass', num_classes=3), torchmetrics.classification.MulticlassAccuracy)
 

@@ -223,7 +223,7 @@ def _train(session_dir, stream=None, options=None, world=None):
     settings = session.document.data['train']
     session.store.set_retention(settings.get('keep_checkpoints', 3), settings.get('best_metric'))
     step = TrainStep(session.precision, settings.get('accumulate', 1), settings.get('clip_grad_norm'),
-                     settings.get('non_finite', 'stop'), distributed.finite_everywhere if world.size > 1 else None)
+                     settings.get('non_finite', 'stop'), across_processes=world.size > 1)
     progress = checkpoint.restore(session.entities, session.state, step)
     world.check_same_checkpoint(progress, session.store.path)
     world.replicate(stages, session.entities)

@@ -320,16 +320,6 @@ def sum_over_processes(*values):
     return tuple(summed.tolist())
 
 
-def finite_everywhere(value):
-    """Whether `value` (a loss) is finite in every process: all of them then skip a batch or stop
-    together, where one process alone would leave the others waiting in the gradient all-reduce."""
-    flag = torch.isfinite(value.detach()).all().to(torch.float64).reshape(1)
-    if active():
-        flag = flag.to(_communication_device())
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
 def _reduce_max(*values):
     flags = torch.tensor(values, dtype=torch.float64, device=_communication_device())
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)

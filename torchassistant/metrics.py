@@ -1,28 +1,68 @@
-"""The framework's own metrics, found by bare name before torchmetrics'."""
+"""The framework's own metrics, found by bare name before torchmetrics'.
+
+They keep running sums on the device and follow a small protocol the pipeline's meters call:
+`update(*values)`, `compute(local=False)`, `reset()`, `state_dict(local=False)`,
+`load_state_dict(state)`. In a distributed run `compute` and `state_dict` sum over all processes
+(each must call them) unless `local`. torchmetrics is imported only by a spec that names one of
+its classes: importing it costs about a second and 100 MiB in every process.
+"""
 import torch
-import torchmetrics
+
+from torchassistant import distributed
 
 
-class Accuracy(torchmetrics.Metric):
+class RunningMetric:
+    """Sums kept as tensors on the device, added to in place (no new tensor per batch)."""
+
+    sums = ()                # the names of the running sums
+    dtype = torch.float64
+
+    def __init__(self):
+        self.device = None
+        self.reset()
+
+    def reset(self):
+        for name in self.sums:
+            setattr(self, name, torch.zeros((), dtype=self.dtype, device=self.device))
+
+    def to(self, device):
+        self.device = torch.device(device)
+        for name in self.sums:
+            setattr(self, name, getattr(self, name).to(self.device))
+        return self
+
+    def totals(self, local=False):
+        """The sums as floats: over all processes of a distributed run, or with `local` this one's."""
+        values = [getattr(self, name) for name in self.sums]
+        values = values if local else distributed.sum_over_processes(*values)
+        return [float(v) for v in values]
+
+    def state_dict(self, local=False):
+        return dict(zip(self.sums, self.totals(local)))
+
+    def load_state_dict(self, state):
+        for name in self.sums:
+            setattr(self, name, torch.tensor(state[name], dtype=self.dtype, device=self.device))
+
+
+class Accuracy(RunningMetric):
     """Fraction of positions where the prediction equals the target, over all examples seen.
 
     With no arguments (the tutorial's `"class": "Accuracy"`) it compares predicted labels with
     target labels of the same shape. Given a `task` (torchmetrics 1.x's required argument), it is
     torchmetrics' own `Accuracy` with the same arguments.
     """
-    full_state_update = False
+    sums = ('correct', 'total')
+    dtype = torch.int64      # counts (float64 is not on every device)
 
     def __new__(cls, *args, **kwargs):
-        # copy.deepcopy (Metric.clone) calls __new__ with internal arguments: only a `task`
-        # keyword means "build torchmetrics' Accuracy".
         if kwargs.get('task') is not None:
-            return torchmetrics.Accuracy(**kwargs)
+            import torchmetrics
+            return torchmetrics.Accuracy(*args, **kwargs)
         return super().__new__(cls)
 
-    def __init__(self, task=None, **kwargs):
-        super().__init__(**kwargs)
-        self.add_state('correct', default=torch.tensor(0), dist_reduce_fx='sum')
-        self.add_state('total', default=torch.tensor(0), dist_reduce_fx='sum')
+    def __init__(self):
+        super().__init__()
 
     def update(self, predictions, targets):
         if not isinstance(predictions, torch.Tensor):
@@ -33,8 +73,11 @@ class Accuracy(torchmetrics.Metric):
             raise ValueError(f'Accuracy compares predicted labels with targets of the same shape; got '
                              f'predictions of shape {tuple(predictions.shape)} and targets of shape '
                              f'{tuple(targets.shape)} (turn scores into labels with argmax in a transform)')
-        self.correct.add_((predictions == targets).sum())     # in place: no new state tensors per batch
+        if self.correct.device != predictions.device:
+            self.to(predictions.device)
+        self.correct.add_((predictions == targets).sum())
         self.total.add_(targets.numel())
 
-    def compute(self):
-        return self.correct.float() / self.total.clamp(min=1)
+    def compute(self, local=False):
+        correct, total = self.totals(local)
+        return correct / total if total else float('nan')

@@ -13,6 +13,7 @@ import torch
 from torchassistant import distributed
 from torchassistant.data import describe, to_device
 from torchassistant.graph import StepError
+from torchassistant.metrics import RunningMetric
 
 
 @dataclass
@@ -210,11 +211,20 @@ class Meters:
 
 
 def _compute(meter, local):
-    if isinstance(meter, _CallableMetric):
+    if _is_ours(meter):
         return meter.compute(local)
-    if local and distributed.active():
+    if local and _is_torchmetrics(meter) and distributed.active():
         return type(meter).compute(meter)     # torchmetrics wraps compute in its sync over processes
     return meter.compute()
+
+
+def _is_ours(meter):
+    """Whether `meter` follows the protocol of torchassistant.metrics (sums over processes itself)."""
+    return isinstance(meter, (RunningMetric, _CallableMetric))
+
+
+def _is_torchmetrics(meter):
+    return hasattr(meter, '_defaults')       # a torchmetrics.Metric: its states are the attributes it registered
 
 
 def _to_float(value):
@@ -268,46 +278,51 @@ class _CallableMetric:
     def compute(self, local=False):
         return self.mean.compute(local)
 
+    def state_dict(self, local=False):
+        return self.mean.state_dict(local)
+
+    def load_state_dict(self, state):
+        self.mean.load_state_dict(state)
+
 
 def _metric_meter(metric, device):
-    """A fresh accumulator for `metric`: a reset copy of a torchmetrics-style object, or a mean."""
+    """A fresh accumulator for `metric`: a reset copy of an object with update/compute (ours, or
+    torchmetrics'), or a mean of a plain function's values."""
     if hasattr(metric, 'update') and hasattr(metric, 'compute'):
         fresh = copy.deepcopy(metric)
         fresh.reset()
-        return fresh.to(device) if isinstance(fresh, torch.nn.Module) else fresh
+        return fresh.to(device) if hasattr(fresh, 'to') else fresh
     return _CallableMetric(metric)
 
 
 def _meter_state(meter):
-    """A metric accumulator's state as tensors and numbers: a torchmetrics Metric's registered states,
-    or our mean's sums; reduced over the processes of a distributed run."""
-    if isinstance(meter, _CallableMetric):
-        return {'mean': meter.mean.state_dict(local=False)}
-    if hasattr(meter, '_defaults'):     # torchmetrics.Metric: its states are the attributes it registered
-        with meter.sync_context():      # reduced over processes while the block runs (one process: as is)
-            state = {name: _clone(getattr(meter, name), meter._defaults[name]) for name in meter._defaults}
-        state['_update_count'] = getattr(meter, '_update_count', 0)
-        return {'torchmetrics': state}
-    if hasattr(meter, 'state_dict') and hasattr(meter, 'load_state_dict'):
-        return {'state_dict': meter.state_dict()}
-    raise TypeError(f'{type(meter).__name__} keeps running state this checkpoint cannot save')
+    """A metric accumulator's state as tensors and numbers (a torchmetrics Metric's registered states,
+    or the sums of ours), reduced over the processes of a distributed run."""
+    if _is_ours(meter):
+        return {'state_dict': meter.state_dict(local=False)}
+    if not _is_torchmetrics(meter):
+        if hasattr(meter, 'state_dict') and hasattr(meter, 'load_state_dict'):
+            return {'state_dict': meter.state_dict()}
+        raise TypeError(f'{type(meter).__name__} keeps running state this checkpoint cannot save')
+    with meter.sync_context():      # reduced over processes while the block runs (one process: as is)
+        state = {name: _clone(getattr(meter, name), meter._defaults[name]) for name in meter._defaults}
+    state['_update_count'] = getattr(meter, '_update_count', 0)
+    return {'torchmetrics': state}
 
 
 def _load_meter_state(meter, saved):
-    if 'mean' in saved:
-        meter.mean.load_state_dict(saved['mean'])
-    elif 'torchmetrics' in saved:
-        state = dict(saved['torchmetrics'])
-        meter._update_count = state.pop('_update_count')
-        for name, value in state.items():
-            current = getattr(meter, name)
-            device = current.device if isinstance(current, torch.Tensor) else None
-            setattr(meter, name, value.to(device) if device is not None and isinstance(value, torch.Tensor)
-                    else [v.to(device) if isinstance(v, torch.Tensor) and device else v for v in value]
-                    if isinstance(value, list) else value)
-        meter._computed = None
-    else:
+    if 'state_dict' in saved:
         meter.load_state_dict(saved['state_dict'])
+        return
+    state = dict(saved['torchmetrics'])
+    meter._update_count = state.pop('_update_count')
+    for name, value in state.items():
+        current = getattr(meter, name)
+        device = current.device if isinstance(current, torch.Tensor) else None
+        setattr(meter, name, value.to(device) if device is not None and isinstance(value, torch.Tensor)
+                else [v.to(device) if isinstance(v, torch.Tensor) and device else v for v in value]
+                if isinstance(value, list) else value)
+    meter._computed = None
 
 
 def _clone(value, default=None):

@@ -43,15 +43,26 @@ class Precision:
 
 
 class TrainStep:
-    def __init__(self, precision, accumulate=1, clip_grad_norm=None, non_finite='stop', finite=None):
+    """The training step: autocast, the fp16 GradScaler, gradient accumulation with DDP's `no_sync`,
+    clipping, optimizer stepping, and what a non-finite loss does ("stop" or "skip").
+
+    In one process a loss is checked before its backward pass. Across processes (DDP) the check must
+    agree everywhere without a collective of its own per batch: every process runs backward, and the
+    gradients, equal in all of them after DDP's all-reduce (a NaN anywhere is a NaN everywhere), are
+    checked before the optimizers step. A process whose own loss is not finite leaves its batch out of
+    its meters. With fp16's GradScaler, which skips steps with non-finite gradients itself (and lowers
+    its scale), that is what happens across processes."""
+
+    def __init__(self, precision, accumulate=1, clip_grad_norm=None, non_finite='stop', across_processes=False):
         self.precision = precision
-        self.finite = finite or _finite      # several processes: agreed between them
         self.accumulate = accumulate
         self.clip_grad_norm = clip_grad_norm
         self.skip_non_finite = non_finite == 'skip'
-        self.skipped = 0           # batches skipped for a non-finite loss
+        self.across_processes = across_processes
+        self.skipped = 0           # batches (or accumulation windows, across processes) skipped
         self.scaler = precision.scaler()
         self.pending = {}          # pipeline name -> iterations since its optimizers last stepped
+        self.local_non_finite = None    # across processes: this process's non-finite loss in the window
 
     @contextlib.contextmanager
     def forward(self, pipeline):
@@ -70,12 +81,15 @@ class TrainStep:
 
     def update(self, pipeline, total, losses):
         """Back-propagate `total` (the pipeline's summed loss; `losses` its parts, (value, count) each)
-        and step its optimizers at the end of an accumulation window; True when the batch was applied.
-        A NaN or infinite loss stops training, naming the loss (nothing of the batch is applied, so the
-        last checkpoint stays good), or with non_finite "skip" is dropped (False)."""
-        if not self.finite(total):
-            self._non_finite(pipeline, total, losses)
+        and step its optimizers at the end of an accumulation window; True when the batch counts in the
+        meters. A NaN or infinite loss stops training, naming the loss (nothing of the batch is applied,
+        so the last checkpoint stays good), or with non_finite "skip" is dropped (False)."""
+        finite = _finite(total)
+        if not finite and not self.across_processes:
+            self._non_finite(pipeline, _bad_loss(pipeline, total, losses))
             return False
+        if not finite and self.local_non_finite is None:
+            self.local_non_finite = _bad_loss(pipeline, total, losses)
         done = self.pending.get(pipeline.name, 0)
         if done == 0:
             for optimizer in pipeline.optimizers:
@@ -94,22 +108,29 @@ class TrainStep:
         self.pending[pipeline.name] = done
         if last:
             self.step(pipeline)
-        return True
+        return finite
 
-    def _non_finite(self, pipeline, total, losses):
+    def _non_finite(self, pipeline, bad):
         if self.skip_non_finite:
             self.skipped += 1
             return
-        bad = [(use.display_name, float(loss.detach())) for use, (loss, _) in zip(pipeline.losses, losses)
-               if not bool(torch.isfinite(loss))] or [('the summed losses', float(total.detach()))]
-        name, value = bad[0]
-        raise StepError(f'loss "{name}"', {}, FloatingPointError(
-            f'its value is {value}; training stops so that no checkpoint holds weights it damaged (the last '
+        what, problem = (f'loss "{bad[0]}"', f'its value is {bad[1]}') if bad else \
+            ('the gradients', 'they are not finite after the all-reduce (a loss of another process was NaN or infinite)')
+        raise StepError(what, {}, FloatingPointError(
+            f'{problem}; training stops so that no checkpoint holds weights it damaged (the last '
             f'checkpoint is good). To skip such batches instead, set "non_finite": "skip" under "train"'))
 
     def step(self, pipeline):
         """Clip (if asked: the pipeline's gradient clippers, then clip_grad_norm) and step every optimizer
-        of `pipeline` once; the window closes."""
+        of `pipeline` once; the window closes. Across processes, non-finite gradients (the same in every
+        process) stop training or skip the window."""
+        self.pending[pipeline.name] = 0
+        bad, self.local_non_finite = self.local_non_finite, None
+        if self.across_processes and self.scaler is None and not _gradients_finite(pipeline.optimizers):
+            for optimizer in pipeline.optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            self._non_finite(pipeline, bad)
+            return
         clippers = pipeline.clippers
         if self.clip_grad_norm is not None or clippers:
             if self.scaler is not None:       # clip the true gradients, not the scaled ones
@@ -118,15 +139,12 @@ class TrainStep:
             for clipper in clippers:
                 clipper()
         if self.clip_grad_norm is not None:
-            parameters = [p for optimizer in pipeline.optimizers for group in optimizer.param_groups
-                          for p in group['params'] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(parameters, self.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(_with_gradients(pipeline.optimizers), self.clip_grad_norm)
         for name, optimizer in zip(pipeline.optimizer_names, pipeline.optimizers):
             step = optimizer.step if self.scaler is None else (lambda o=optimizer: self.scaler.step(o))
             _guarded(f'optimizer "{name}" step()', step)
         if self.scaler is not None:
             self.scaler.update()
-        self.pending[pipeline.name] = 0
 
     def flush(self, pipelines):
         """End of epoch: step the pipelines whose accumulation window is open, so no gradient is
@@ -190,6 +208,27 @@ class BackwardHooks:
     def remove(self):
         for handle in self.handles:
             handle.remove()
+
+
+def _bad_loss(pipeline, total, losses):
+    """(display name, value) of the first non-finite loss of a batch."""
+    bad = [(use.display_name, float(loss.detach())) for use, (loss, _) in zip(pipeline.losses, losses)
+           if not bool(torch.isfinite(loss))]
+    return bad[0] if bad else ('the summed losses', float(total.detach()))
+
+
+def _with_gradients(optimizers):
+    return [p for optimizer in optimizers for group in optimizer.param_groups
+            for p in group['params'] if p.grad is not None]
+
+
+def _gradients_finite(optimizers):
+    """All gradients finite: their norms fused into one number, read once."""
+    grads = [p.grad for p in _with_gradients(optimizers)]
+    if not grads:
+        return True
+    norms = torch._foreach_norm(grads)
+    return math.isfinite(torch.stack([n.to(norms[0].device, torch.float32) for n in norms]).sum().item())
 
 
 def _finite(value):

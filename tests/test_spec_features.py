@@ -210,3 +210,20 @@ def test_session_without_intact_checkpoint(workdir):
     (workdir / 'session' / 'checkpoints' / 'epoch_0.pt').write_bytes(b'torn')
     with pytest.raises(UsageError, match='no intact checkpoint'):
         commands.train('session')
+
+
+def test_inference_builds_only_its_pipeline_and_what_it_reaches(workdir):
+    from torchassistant.build import LearnedState, build
+    from torchassistant.spec.loader import parse
+    spec = single_model_spec(workdir)
+    spec['initialize']['definitions'].append(definition('datasets', 'unused', **{'class': 'toy.NoSuchThing'}))
+    document = parse(json.dumps(spec), 'train.json')
+    entities = build(document, LearnedState(seed=0), torch.device('cpu'), only=['test'])
+    assert list(entities.pipelines) == ['test']
+    assert sorted(entities.data_loaders) == ['test_loader'] and 'train' not in entities.datasets
+    assert 'unused' not in entities.datasets and 'ce' not in entities.losses      # never asked for: never built
+    assert len(entities.datasets['val']) == 40                                     # asked for: built then
+    with pytest.raises(Exception, match='"unused": building it failed'):
+        entities.datasets['unused']
+    with pytest.raises(KeyError):
+        entities.models['nothing']

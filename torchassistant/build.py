@@ -1,9 +1,11 @@
 """Build the objects a validated training spec describes.
 
 Definitions are built in the order they are written; each sees the ones before it through
-`Entities`, which is also the `session` argument of factory functions. Learned state (split indices,
+`Entities`, which is also the `session` argument of factory functions. Inference builds only its
+pipeline and what that reaches: a definition is then built the first time something asks for it. Learned state (split indices,
 fitted preprocessors) is drawn once, at init, into `LearnedState`; later builds restore it.
 """
+import functools
 import inspect
 import random
 import zlib
@@ -43,21 +45,56 @@ class Stage:
 
 class Entities:
     """Everything built so far, by group: `session.datasets["train_ds"]`, `session.models[...]`.
-    `optimizers` holds `Optimizer` records (`.optimizer` is the torch optimizer)."""
+    `optimizers` holds `Optimizer` records (`.optimizer` is the torch optimizer). A definition of the
+    spec not built yet is built when it is first asked for (see `build(..., only=...)`)."""
 
     def __init__(self):
         for group in GROUPS:
-            setattr(self, group, {})
+            setattr(self, group, _Group(self, group))
         self.where = {}          # (group, name) -> spec location, for messages
         self.pipelines = {}
+        self.defined = {group: [] for group in GROUPS}     # names in the order written
+        self._unbuilt = {}       # (group, name) -> a function building it
+        self._building = set()
 
     def dataset(self, reference):
         """A dataset by name, or a split slice such as "my_split.train" or "my_split[0]"."""
         split_slice = slice_reference(reference)
-        if reference in self.datasets or split_slice is None:
+        if split_slice is None or reference in self.defined['datasets']:
             return self.datasets[reference]
         split, part = split_slice
         return self.splits[split].slices[part]
+
+    def every(self, group):
+        """All definitions of `group` in the order written, built."""
+        return [getattr(self, group)[name] for name in self.defined[group]]
+
+    def _build(self, group, name):
+        key = (group, name)
+        if key not in self._unbuilt:
+            raise KeyError(name)
+        if key in self._building:
+            raise errors.TorchAssistantError(f'{self.where[key]}: building it needs itself (through the '
+                                             f'definitions its factory asks for)')
+        self._building.add(key)
+        try:
+            built = self._unbuilt[key]()
+        finally:
+            self._building.discard(key)
+        del self._unbuilt[key]
+        dict.__setitem__(getattr(self, group), name, built)
+        return built
+
+
+class _Group(dict):
+    """One group's built definitions; asking for one not built yet builds it."""
+
+    def __init__(self, entities, group):
+        super().__init__()
+        self.entities, self.group = entities, group
+
+    def __missing__(self, name):
+        return self.entities._build(self.group, name)
 
 
 class LearnedState:
@@ -95,20 +132,24 @@ def _stable_hash(text):
     return zlib.crc32(text.encode())
 
 
-def build(document, learned, device):
-    """Entities (definitions and pipelines) of a validated training spec `document`."""
+def build(document, learned, device, only=None):
+    """Entities (definitions and pipelines) of a validated training spec `document`: all of them in
+    the order written, or with `only` (pipeline names) those pipelines and what they reach."""
     entities = Entities()
     data = document.data['initialize']
     for index, definition in enumerate(data['definitions']):
-        path = ('initialize', 'definitions', index)
         group, name, spec = definition['group'], definition['name'], definition['spec']
-        where = document.describe(path)
-        entities.where[group, name] = where
-        builder = _BUILDERS[group]
-        getattr(entities, group)[name] = errors.call_user_code(f'{where}: building it failed', builder,
-                                                               spec, name, entities, learned, device,
-                                                               spec_arguments=True)
+        where = entities.where[group, name] = document.describe(('initialize', 'definitions', index))
+        entities.defined[group].append(name)
+        entities._unbuilt[group, name] = functools.partial(
+            errors.call_user_code, f'{where}: building it failed', _BUILDERS[group], spec, name, entities,
+            learned, device, spec_arguments=True)
+    if only is None:
+        for group, name in list(entities._unbuilt):
+            getattr(entities, group)[name]
     for name, spec in data['pipelines'].items():
+        if only is not None and name not in only:
+            continue
         where = entities.where['pipelines', name] = document.describe(('initialize', 'pipelines', name))
         entities.pipelines[name] = errors.call_user_code(f'{where}: building it failed', _build_pipeline,
                                                          name, spec, entities, device)
@@ -241,14 +282,15 @@ _BUILDERS = {
 
 def default_graph(entities):
     """The graph a pipeline without "graph" gets (rules.default_graph decides), or None."""
-    choice = rules.default_graph(entities.batch_graphs, entities.batch_processors, entities.models)
+    defined = entities.defined
+    choice = rules.default_graph(defined['batch_graphs'], defined['batch_processors'], defined['models'])
     if choice.kind == 'graph':
         return entities.batch_graphs[choice.name]
     if choice.kind == 'processor':
         return graph.single_processor_graph(choice.name, entities.batch_processors[choice.name])
     if choice.kind == 'model':
-        optimizer_name = rules.lone_model_optimizer({n: o.model_name for n, o in entities.optimizers.items()},
-                                                    choice.name)
+        optimizer_name = rules.lone_model_optimizer(
+            {n: o.model_name for n, o in zip(defined['optimizers'], entities.every('optimizers'))}, choice.name)
         optimizer = entities.optimizers[optimizer_name].optimizer if optimizer_name else None
         return graph.single_model_graph(choice.name, entities.models[choice.name], optimizer_name, optimizer,
                                         entities.where['models', choice.name])
@@ -267,7 +309,7 @@ def _build_pipeline(name, spec, entities, device):
     metrics = [Use(entry.get('display_name', entry['metric_name']), entities.metrics[entry['metric_name']],
                    entry.get('node_name', default_node)) for entry in spec.get('metrics', [])]
     pipeline = Pipeline(name, batch_graph, feeds, losses, metrics, device, entities.where['pipelines', name])
-    pipeline.clippers = step.clippers_of(entities.gradient_clippers.values(), pipeline.optimizers)  # needs its optimizers
+    pipeline.clippers = step.clippers_of(entities.every('gradient_clippers'), pipeline.optimizers)  # needs its optimizers
     return pipeline
 
 

@@ -129,11 +129,12 @@ class Opened:
         self.device, self.precision = device, precision
 
 
-def open_session(session_dir, spec_document=None, options=None, world=None):
+def open_session(session_dir, spec_document=None, options=None, world=None, only=None):
     """Open the session; `spec_document` is the evaluation or inference spec that named it, whose
     `initialize` overrides (if any) are merged into the session's training spec for this run.
     `options`: the command line's RunOptions (device, precision); `world`: the processes torchrun
-    started (a distributed.World: their process group is made here, before the loaders are sharded)."""
+    started (a distributed.World: their process group is made here, before the loaders are sharded);
+    `only`: build just these pipelines and what they reach (inference)."""
     options = options or RunOptions()
     try:
         store = SessionStore.open(session_dir)
@@ -175,7 +176,7 @@ def open_session(session_dir, spec_document=None, options=None, world=None):
         device = world.start(device)
     precision = Precision(choose_precision(options.precision, spec.data.get('precision')
                                            or document.data.get('precision')), device)
-    entities = builder.build(document, learned, device)
+    entities = builder.build(document, learned, device, only)
     if document.data.get('compile'):
         compile_models(entities, options.stream)
     return Opened(store, document, entities, epoch, state, device, precision)
@@ -279,13 +280,13 @@ def evaluate(spec_path, stream=None, options=None):
 
 def _pipelines(document, session, key, names):
     """The pipelines `names` listed at `key` of `document` (a list, or one name as a string)."""
-    known = session.entities.pipelines
+    known = list(session.document.data['initialize']['pipelines'])    # infer builds only the one it runs
     at = (lambda i: (key, i)) if isinstance(document.data[key], list) else (lambda i: (key,))
     problems = [document.problem(at(i), f'session "{session.store.path}" has no pipeline "{name}"'
                                  + validate.resolve.suggest(name, known) + f'; its pipelines: {", ".join(known)}')
                 for i, name in enumerate(names) if name not in known]
     validate.raise_for_problems(problems, document.source)
-    return [known[name] for name in names]
+    return [session.entities.pipelines[name] for name in names]
 
 
 # ---- infer ---------------------------------------------------------------------------------------
@@ -310,7 +311,7 @@ def _infer(spec_path, inputs, from_file, json_out, options):
         raise UsageError(f'inputs were given both after the spec ({len(inputs)}) and in --from {from_file}; '
                          f'give them one way')
     with _input_lines(from_file) as lines:
-        session = open_session(spec['session_dir'], document, options)
+        session = open_session(spec['session_dir'], document, options, only=[spec['inference_pipeline']])
         pipeline, = _pipelines(document, session, 'inference_pipeline', [spec['inference_pipeline']])
         checkpoint.restore_weights(session.entities, session.state)
         runner = inference.Inference(spec, document, session.entities, pipeline)

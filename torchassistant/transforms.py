@@ -57,7 +57,7 @@ def target_decoder(session):
     from torchassistant.collators import example_elements
     from torchassistant.data import preprocessors_of
     found = {}
-    for name, loader in session.data_loaders.items():
+    for name, loader in zip(session.defined['data_loaders'], session.every('data_loaders')):
         dataset = loader.dataset
         if not len(dataset):
             continue

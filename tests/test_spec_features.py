@@ -227,3 +227,23 @@ def test_inference_builds_only_its_pipeline_and_what_it_reaches(workdir):
         entities.datasets['unused']
     with pytest.raises(KeyError):
         entities.models['nothing']
+
+
+def test_built_entities_are_freed_without_waiting_for_the_garbage_collector(workdir):
+    """No reference cycle: `train.py` frees models and datasets when it is done, not at exit."""
+    import gc
+    import weakref
+    from torchassistant.build import LearnedState, build
+    from torchassistant.spec.loader import parse
+    document = parse(json.dumps(single_model_spec(workdir)), 'train.json')
+    build(document, LearnedState(seed=0), torch.device('cpu'))    # first imports (torch's keep frames a while)
+    gc.collect()
+    gc.disable()
+    try:
+        for only in (None, ['test']):
+            entities = build(document, LearnedState(seed=0), torch.device('cpu'), only=only)
+            model, loader = weakref.ref(entities.models['net']), weakref.ref(entities.data_loaders['test_loader'])
+            del entities
+            assert model() is None and loader() is None, only
+    finally:
+        gc.enable()

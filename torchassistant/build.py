@@ -5,9 +5,9 @@ Definitions are built in the order they are written; each sees the ones before i
 pipeline and what that reaches: a definition is then built the first time something asks for it. Learned state (split indices,
 fitted preprocessors) is drawn once, at init, into `LearnedState`; later builds restore it.
 """
-import functools
 import inspect
 import random
+import weakref
 import zlib
 from dataclasses import dataclass
 
@@ -54,7 +54,7 @@ class Entities:
         self.where = {}          # (group, name) -> spec location, for messages
         self.pipelines = {}
         self.defined = {group: [] for group in GROUPS}     # names in the order written
-        self._unbuilt = {}       # (group, name) -> a function building it
+        self._unbuilt = {}       # (group, name) -> (spec, learned state, device) to build it with
         self._building = set()
 
     def dataset(self, reference):
@@ -77,8 +77,10 @@ class Entities:
             raise errors.TorchAssistantError(f'{self.where[key]}: building it needs itself (through the '
                                              f'definitions its factory asks for)')
         self._building.add(key)
+        spec, learned, device = self._unbuilt[key]
         try:
-            built = self._unbuilt[key]()
+            built = errors.call_user_code(f'{self.where[key]}: building it failed', _BUILDERS[group], spec, name,
+                                          self, learned, device, spec_arguments=True)
         finally:
             self._building.discard(key)
         del self._unbuilt[key]
@@ -87,14 +89,17 @@ class Entities:
 
 
 class _Group(dict):
-    """One group's built definitions; asking for one not built yet builds it."""
+    """One group's built definitions; asking for one not built yet builds it. It refers to its
+    Entities weakly: a reference cycle would keep every model and dataset alive until a garbage
+    collection (in `train.py`, until the interpreter exits, whose teardown then peaked 50 MiB higher);
+    so does `Entities._unbuilt` (it holds no builder bound to them)."""
 
     def __init__(self, entities, group):
         super().__init__()
-        self.entities, self.group = entities, group
+        self.entities, self.group = weakref.ref(entities), group
 
     def __missing__(self, name):
-        return self.entities._build(self.group, name)
+        return self.entities()._build(self.group, name)
 
 
 class LearnedState:
@@ -141,9 +146,7 @@ def build(document, learned, device, only=None):
         group, name, spec = definition['group'], definition['name'], definition['spec']
         where = entities.where[group, name] = document.describe(('initialize', 'definitions', index))
         entities.defined[group].append(name)
-        entities._unbuilt[group, name] = functools.partial(
-            errors.call_user_code, f'{where}: building it failed', _BUILDERS[group], spec, name, entities,
-            learned, device, spec_arguments=True)
+        entities._unbuilt[group, name] = (spec, learned, device)
     if only is None:
         for group, name in list(entities._unbuilt):
             getattr(entities, group)[name]

@@ -141,7 +141,9 @@ def test_decode_text_uses_the_target_preprocessor():
     source.fit(pairs)
     target.fit(pairs)
     dataset = PreprocessedDataset(pairs, [source, target])
-    session = type('Session', (), {'data_loaders': {'l': torch.utils.data.DataLoader(dataset)}})()
+    from torchassistant.build import Entities
+    session = Entities()
+    session.add('data_loaders', 'l', torch.utils.data.DataLoader(dataset))
     decode = DecodeText(session)
     assert decode.decoder is target
     ids = [target.process('x y'), target.process('y')]          # <start> x y <end>; <start> y <end>
@@ -150,7 +152,8 @@ def test_decode_text_uses_the_target_preprocessor():
     y_hat = torch.nn.functional.one_hot(torch.tensor(predicted_ids), target.num_classes).float()
     predicted, expected = decode(y_hat, ids)
     assert expected == ['x y', 'y'] and predicted == ['x y', 'y'], 'cut at <end>; padding ignored'
-    session.data_loaders = {'l': torch.utils.data.DataLoader([(1, 2)])}
+    session = Entities()
+    session.add('data_loaders', 'l', torch.utils.data.DataLoader([(1, 2)]))
     with pytest.raises(ValueError, match='cannot decode predictions'):
         DecodeText(session)
 

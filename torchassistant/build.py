@@ -65,6 +65,11 @@ class Entities:
         split, part = split_slice
         return self.splits[split].slices[part]
 
+    def add(self, group, name, built):
+        """Put an object built elsewhere in as the definition `name` of `group` (tests, tools)."""
+        self.defined[group].append(name)
+        dict.__setitem__(getattr(self, group), name, built)
+
     def every(self, group):
         """All definitions of `group` in the order written, built."""
         return [getattr(self, group)[name] for name in self.defined[group]]

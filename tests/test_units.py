@@ -218,3 +218,14 @@ def test_a_fast_epoch_still_draws_its_last_line():
     for done in range(1, 11):
         progress.on_batch_end(done, lambda: {'acc': 0.5})
     assert re.search(r'\| 10 / 10 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+it/s\]$', stream.getvalue()), stream.getvalue()
+
+
+def test_loaders_with_workers_run_with_the_objects_before_them_frozen():
+    import gc
+    from torch.utils.data import DataLoader
+    from torchassistant.data import settled_for_workers
+    with settled_for_workers([DataLoader([1, 2])]):
+        assert gc.get_freeze_count() == 0                  # no workers, nothing to spare them
+    with settled_for_workers([DataLoader([1, 2]), DataLoader([1, 2], num_workers=1)]):
+        assert gc.get_freeze_count() > 1000                # what the forked workers inherit, torch's included
+    assert gc.get_freeze_count() == 0

@@ -14,6 +14,7 @@ import torch
 from torchassistant import build as builder
 from torchassistant import checkpoint, distributed, errors, inference, trainer
 from torchassistant.build import LearnedState
+from torchassistant.data import settled_for_workers
 from torchassistant.cli import command_hint
 from torchassistant.device import choose_device, choose_precision
 from torchassistant.events import Events
@@ -248,7 +249,7 @@ def _train(session_dir, stream=None, options=None, world=None):
                                trainer.StopRequest())
     run = trainer.Trainer(session.entities, stages, session.store, step, Events(listeners),
                           every, stop, world)
-    with run.stop:
+    with run.stop, settled_for_workers(session.entities.data_loaders.values()):
         progress = run.run(progress, session.state.get('epoch_state'))
     if step.skipped and world.is_main:
         print(f'  {step.skipped} batch(es) with a non-finite loss were skipped in this run (non_finite: "skip")',
@@ -272,7 +273,8 @@ def evaluate(spec_path, stream=None, options=None):
     session = open_session(spec['session_dir'], document, options, world)
     pipelines = _pipelines(document, session, 'validation_pipelines', spec['validation_pipelines'])
     checkpoint.restore_weights(session.entities, session.state)
-    row = trainer.run_pipelines(pipelines, spec.get('eval_steps', 1.0), 'evaluation', session.precision)
+    with settled_for_workers(session.entities.data_loaders.values()):
+        row = trainer.run_pipelines(pipelines, spec.get('eval_steps', 1.0), 'evaluation', session.precision)
     if world.is_main:
         print(format_metrics(row), file=stream)
     return row

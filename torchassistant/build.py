@@ -2,8 +2,9 @@
 
 Definitions are built in the order they are written; each sees the ones before it through
 `Entities`, which is also the `session` argument of factory functions. Inference builds only its
-pipeline and what that reaches: a definition is then built the first time something asks for it. Learned state (split indices,
-fitted preprocessors) is drawn once, at init, into `LearnedState`; later builds restore it.
+pipeline and what that reaches: a definition is then built the first time something asks for it.
+Learned state (split indices, fitted preprocessors) is drawn once, at init, into `LearnedState`;
+later builds restore it.
 """
 import inspect
 import random
@@ -96,8 +97,8 @@ class Entities:
 class _Group(dict):
     """One group's built definitions; asking for one not built yet builds it. It refers to its
     Entities weakly: a reference cycle would keep every model and dataset alive until a garbage
-    collection (in `train.py`, until the interpreter exits, whose teardown then peaked 50 MiB higher);
-    so does `Entities._unbuilt` (it holds no builder bound to them)."""
+    collection (in `train.py`, until the interpreter exits, whose teardown then peaked 50 MiB higher).
+    For the same reason `Entities._unbuilt` holds specs, not builders bound to the Entities."""
 
     def __init__(self, entities, group):
         super().__init__()
@@ -149,7 +150,7 @@ def build(document, learned, device, only=None):
     data = document.data['initialize']
     for index, definition in enumerate(data['definitions']):
         group, name, spec = definition['group'], definition['name'], definition['spec']
-        where = entities.where[group, name] = document.describe(('initialize', 'definitions', index))
+        entities.where[group, name] = document.describe(('initialize', 'definitions', index))
         entities.defined[group].append(name)
         entities._unbuilt[group, name] = (spec, learned, device)
     if only is None:

@@ -86,7 +86,7 @@ class TrainStep:
         so the last checkpoint stays good), or with non_finite "skip" is dropped (False)."""
         finite = _finite(total)
         if not finite and not self.across_processes:
-            self._non_finite(pipeline, _bad_loss(pipeline, total, losses))
+            self._non_finite(_bad_loss(pipeline, total, losses))
             return False
         if not finite and self.local_non_finite is None:
             self.local_non_finite = _bad_loss(pipeline, total, losses)
@@ -110,12 +110,13 @@ class TrainStep:
             self.step(pipeline)
         return finite
 
-    def _non_finite(self, pipeline, bad):
+    def _non_finite(self, bad):
         if self.skip_non_finite:
             self.skipped += 1
             return
         what, problem = (f'loss "{bad[0]}"', f'its value is {bad[1]}') if bad else \
-            ('the gradients', 'they are not finite after the all-reduce (a loss of another process was NaN or infinite)')
+            ('the gradients', 'they are not finite after the all-reduce (a loss of another process was NaN '
+                              'or infinite)')
         raise StepError(what, {}, FloatingPointError(
             f'{problem}; training stops so that no checkpoint holds weights it damaged (the last '
             f'checkpoint is good). To skip such batches instead, set "non_finite": "skip" under "train"'))
@@ -129,7 +130,7 @@ class TrainStep:
         if self.across_processes and self.scaler is None and not _gradients_finite(pipeline.optimizers):
             for optimizer in pipeline.optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            self._non_finite(pipeline, bad)
+            self._non_finite(bad)
             return
         clippers = pipeline.clippers
         if self.clip_grad_norm is not None or clippers:

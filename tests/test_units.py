@@ -135,6 +135,8 @@ def test_components():
     assert accuracy.compute() != accuracy.compute()        # nothing seen: nan
     import torchmetrics
     assert isinstance(Accuracy(task='multiclass', num_classes=3), torchmetrics.classification.MulticlassAccuracy)
+    with pytest.raises(TypeError, match='without "task" takes no arguments'):
+        Accuracy(num_classes=3)
 
 
 def test_store_falls_back_to_the_newest_intact_checkpoint(tmp_path):

@@ -61,7 +61,10 @@ class Accuracy(RunningMetric):
             return torchmetrics.Accuracy(*args, **kwargs)
         return super().__new__(cls)
 
-    def __init__(self):
+    def __init__(self, **kwargs):
+        if kwargs:
+            raise TypeError(f'Accuracy without "task" takes no arguments (got {", ".join(kwargs)}); with "task" '
+                            f'(e.g. "multiclass") it is torchmetrics\' Accuracy, which takes them')
         super().__init__()
 
     def update(self, predictions, targets):

@@ -231,3 +231,14 @@ def test_loaders_with_workers_run_with_the_objects_before_them_frozen():
     with settled_for_workers([DataLoader([1, 2]), DataLoader([1, 2], num_workers=1)]):
         assert gc.get_freeze_count() > 1000                # what the forked workers inherit, torch's included
     assert gc.get_freeze_count() == 0
+
+
+def test_meter_states_saved_before_accuracy_left_torchmetrics_still_load():
+    from torchassistant.pipeline import _CallableMetric, _load_meter_state
+    accuracy = Accuracy()
+    _load_meter_state(accuracy, {'torchmetrics': {'correct': torch.tensor(3), 'total': torch.tensor(5),
+                                                  '_update_count': 2}})
+    assert accuracy.compute() == pytest.approx(0.6)
+    mean = _CallableMetric(lambda p, t: 1.0)
+    _load_meter_state(mean, {'mean': {'total': 2.0, 'count': 4}})
+    assert mean.compute() == pytest.approx(0.5)

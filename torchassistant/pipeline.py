@@ -291,7 +291,7 @@ def _metric_meter(metric, device):
     if hasattr(metric, 'update') and hasattr(metric, 'compute'):
         fresh = copy.deepcopy(metric)
         fresh.reset()
-        return fresh.to(device) if hasattr(fresh, 'to') else fresh
+        return fresh.to(device) if isinstance(fresh, (torch.nn.Module, RunningMetric)) else fresh
     return _CallableMetric(metric)
 
 
@@ -311,8 +311,11 @@ def _meter_state(meter):
 
 
 def _load_meter_state(meter, saved):
-    if 'state_dict' in saved:
-        meter.load_state_dict(saved['state_dict'])
+    if 'state_dict' in saved or 'mean' in saved:      # "mean": a plain function's sums, as saved until 0cea753
+        meter.load_state_dict(saved.get('state_dict', saved.get('mean')))
+        return
+    if isinstance(meter, RunningMetric):               # our Accuracy, saved when it was a torchmetrics Metric
+        meter.load_state_dict({name: saved['torchmetrics'][name].item() for name in meter.sums})
         return
     state = dict(saved['torchmetrics'])
     meter._update_count = state.pop('_update_count')

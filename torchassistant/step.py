@@ -62,7 +62,7 @@ class TrainStep:
         self.skipped = 0           # batches (or accumulation windows, across processes) skipped
         self.scaler = precision.scaler()
         self.pending = {}          # pipeline name -> iterations since its optimizers last stepped
-        self.local_non_finite = None    # across processes: this process's non-finite loss in the window
+        self.local_non_finite = {}      # across processes: pipeline name -> its window's first bad loss here
 
     @contextlib.contextmanager
     def forward(self, pipeline):
@@ -88,8 +88,8 @@ class TrainStep:
         if not finite and not self.across_processes:
             self._non_finite(_bad_loss(pipeline, total, losses))
             return False
-        if not finite and self.local_non_finite is None:
-            self.local_non_finite = _bad_loss(pipeline, total, losses)
+        if not finite:
+            self.local_non_finite.setdefault(pipeline.name, _bad_loss(pipeline, total, losses))
         done = self.pending.get(pipeline.name, 0)
         if done == 0:
             for optimizer in pipeline.optimizers:
@@ -126,7 +126,7 @@ class TrainStep:
         of `pipeline` once; the window closes. Across processes, non-finite gradients (the same in every
         process) stop training or skip the window."""
         self.pending[pipeline.name] = 0
-        bad, self.local_non_finite = self.local_non_finite, None
+        bad = self.local_non_finite.pop(pipeline.name, None)
         if self.across_processes and self.scaler is None and not _gradients_finite(pipeline.optimizers):
             for optimizer in pipeline.optimizers:
                 optimizer.zero_grad(set_to_none=True)

@@ -102,25 +102,31 @@ def warm_up(bench, run):
             run(side, -1)
 
 
+def tutorial_runs(bench, name, workers, launch):
+    """run(side, index) for one whole-process epoch of the tutorial spec: `launch()` (the interpreter, or
+    torchrun) running train.py on a new session, or the hand-written loop, both from the same seed."""
+    def run(side, index):
+        seed = 100 + index
+        if side == 'framework':
+            session = bench.session(name, workloads.tutorial_spec('', bench.data, seed, workers))
+            argv = launch() + [os.path.join(REPO, 'train.py'), session]
+        else:
+            argv = launch() + bench.hand_command(seed, workers)
+        sample, text = measure.run_process(argv, cwd=REPO, env=bench.env)
+        sample.results = epoch_row(text)
+        return sample
+    return run
+
+
 # ---- 1. the tutorial, whole process --------------------------------------------------------------
 
 def tutorial(bench):
-    args, data = bench.args, bench.data
+    args = bench.args
     bench.write(f'\n== 1. tutorial: python train.py SESSION (spec examples/mnist/training.json, one epoch + '
                 f'validation on the training and test loaders, num_workers {args.workers}) vs python '
                 f'bench/hand_tutorial.py; whole processes, start to exit')
 
-    def run(side, index):
-        seed = 100 + index
-        if side == 'framework':
-            session = bench.session('tutorial', workloads.tutorial_spec('', data, seed, args.workers))
-            argv = [sys.executable, os.path.join(REPO, 'train.py'), session]
-        else:
-            argv = [sys.executable, *bench.hand_command(seed, args.workers)]
-        sample, text = measure.run_process(argv, cwd=REPO, env=bench.env)
-        sample.results = epoch_row(text)
-        return sample
-
+    run = tutorial_runs(bench, 'tutorial', args.workers, lambda: [sys.executable])
     warm_up(bench, run)
     pairs = interleave(args.repeats, run, bench.show)
     bench.conclude('1 tutorial', pairs, [
@@ -194,22 +200,12 @@ def infer(bench):
 # ---- 4. two processes, gloo ----------------------------------------------------------------------
 
 def ddp(bench):
-    args, data = bench.args, bench.data
+    args = bench.args
     bench.write('\n== 4. ddp: torchrun --nproc_per_node=2 train.py SESSION (the tutorial spec, num_workers 0, gloo) '
                 'vs torchrun --nproc_per_node=2 bench/hand_tutorial.py (DistributedDataParallel), whole runs')
 
-    def run(side, index):
-        seed = 100 + index
-        launch = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}']
-        if side == 'framework':
-            session = bench.session('ddp', workloads.tutorial_spec('', data, seed, 0))
-            argv = launch + [os.path.join(REPO, 'train.py'), session]
-        else:
-            argv = launch + bench.hand_command(seed, 0)
-        sample, text = measure.run_process(argv, cwd=REPO, env=bench.env)
-        sample.results = epoch_row(text)
-        return sample
-
+    run = tutorial_runs(bench, 'ddp', 0, lambda: [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+                                                  f'--master_port={_free_port()}'])
     warm_up(bench, run)
     pairs = interleave(args.repeats, run, bench.show)
     bench.conclude('4 ddp', pairs, [

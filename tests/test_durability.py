@@ -16,26 +16,20 @@ import time
 import numpy
 import pytest
 import torch
+from conftest import REPO, make_project, run_script
 
-from conftest import EXAMPLE, REPO, run_script, tutorial_spec, write_json
-from torchassistant import checkpoint, commands, store as store_module
-from torchassistant.errors import TorchAssistantError, UsageError
-from torchassistant.store import CheckpointId, SessionStore, WriteError
-
+from torchassistant.cli import commands
+from torchassistant.core.errors import TorchAssistantError, UsageError
+from torchassistant.session import atomic, checkpoint
+from torchassistant.session import lock as session_lock
+from torchassistant.session.store import CheckpointId, SessionStore, WriteError
 
 # ---- a tutorial session made once per module; each test works on a copy -------------------------
 
 @pytest.fixture(scope='module')
 def template(tmp_path_factory, tiny_mnist):
     """A tutorial project with `pretrained` initialized (30 epochs to go: long enough to be running)."""
-    root = tmp_path_factory.mktemp('durability')
-    package = root / 'my_examples' / 'mnist'
-    package.mkdir(parents=True)
-    (root / 'my_examples' / '__init__.py').write_text('')
-    shutil.copy(os.path.join(EXAMPLE, '__init__.py'), package / '__init__.py')
-    write_json(package / 'training.json', tutorial_spec(tiny_mnist, epochs=30))
-    text = open(os.path.join(EXAMPLE, 'evaluation.json')).read()
-    (package / 'evaluation.json').write_text(text)
+    root = make_project(tmp_path_factory.mktemp('durability'), tiny_mnist, epochs=30)
     result = run_script('init.py', 'my_examples/mnist/training.json', cwd=root)
     assert result.returncode == 0, result.stderr
     return root
@@ -334,10 +328,64 @@ def test_live_and_foreign_locks_are_respected(folder):
 
 def test_a_pid_reused_by_a_later_process_does_not_hold_the_lock(folder):
     write_lock(folder, pid=os.getppid(), since='2000-01-01T00:00:00+00:00')   # the parent started later
-    if store_module._process_start(os.getppid()) is None:
+    if session_lock.process_start(os.getppid()) is None:
         pytest.skip('no /proc here to tell when a process started')
     with folder.lock('train.py s'):
         pass
+
+
+# ---- 2b. Ctrl+C and SIGTERM: a checkpoint where training stops ----------------------------------
+
+GATE = '''
+import os
+import time
+
+from my_examples.mnist import MyCollator
+
+
+class GatedCollator(MyCollator):
+    """MyCollator that, while the file "arm" exists, at its 3rd batch after the epoch-1 checkpoint renames
+    "arm" to "gate" and waits until "gate" is gone: the test's signal arrives inside that training batch."""
+    after_checkpoint = 0
+
+    def __call__(self, batch):
+        if os.path.exists('arm') and os.path.exists('pretrained/checkpoints/epoch_1.sha256'):
+            type(self).after_checkpoint += 1
+            if type(self).after_checkpoint == 3:
+                os.rename('arm', 'gate')
+                while os.path.exists('gate'):
+                    time.sleep(0.01)
+        return super().__call__(batch)
+'''
+
+
+@pytest.mark.parametrize('signum, code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_checkpoint_where_they_stop_and_resume_continues(project, signum, code):
+    """The signal is sent while epoch 2's third training batch is held open by the collator, so it
+    lands there, never during validation, however fast or slow the machine."""
+    (project / 'my_examples' / 'gate.py').write_text(GATE)
+    spec_path = project / 'my_examples' / 'mnist' / 'training.json'
+    spec = json.loads(spec_path.read_text())
+    for definition in spec['initialize']['definitions']:
+        if definition['group'] == 'collators':
+            definition['spec']['class'] = 'my_examples.gate.GatedCollator'
+    spec_path.write_text(json.dumps(spec))
+    assert run_script('init.py', 'my_examples/mnist/training.json', cwd=project).returncode == 0
+    (project / 'arm').touch()
+    process = start_training(project)
+    wait_until(lambda: (project / 'gate').exists(), process)
+    process.send_signal(signum)
+    (project / 'gate').unlink()
+    assert process.wait(timeout=120) == code
+    err = open(process.log.name).read()
+    assert f'training stopped by {signal.Signals(signum).name} in epoch 2 (stage 0, epoch 2 of the stage), ' \
+           f'after batch 3 of 10; a checkpoint was saved there' in err, err
+    assert 'python train.py pretrained' in err and 'Traceback' not in err
+    assert SessionStore(str(project / 'pretrained')).latest_checkpoint()[0] == CheckpointId(1, 3)
+    result = run_script('train.py', 'pretrained', cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert 'Resuming "pretrained" after epoch 1 and 3 batches of the next' in result.stdout
+    assert 'Epoch     2 [acc' in result.stdout and 'Epoch     3' not in result.stdout
 
 
 # ---- 3. identity, retention, best, selection ------------------------------------------------------
@@ -417,7 +465,7 @@ def failing(name, error_number, after=0):
     ('write', 0, 'the .pt file'), ('write', 1, 'its .sha256'), ('fsync', 0, 'syncing the .pt file')])
 def test_disk_full_while_saving_leaves_the_previous_checkpoint_intact(folder, monkeypatch, name, after, what):
     folder.save_checkpoint(1, {'epoch': 1})
-    monkeypatch.setattr(store_module.os, name, failing(name, errno.ENOSPC, after))
+    monkeypatch.setattr(atomic.os, name, failing(name, errno.ENOSPC, after))
     with pytest.raises(WriteError) as caught:
         folder.save_checkpoint(2, {'epoch': 2})
     monkeypatch.undo()
@@ -436,7 +484,7 @@ def test_read_only_folder_while_saving(folder, monkeypatch):
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), kwargs.get('dir'))
-    monkeypatch.setattr(store_module.tempfile, 'mkstemp', read_only)
+    monkeypatch.setattr(atomic.tempfile, 'mkstemp', read_only)
     with pytest.raises(WriteError, match=r'epoch_2.pt: Read-only file system \(EROFS\)\. The previous checkpoint'):
         folder.save_checkpoint(2, {'epoch': 2})
     monkeypatch.undo()
@@ -460,8 +508,8 @@ def test_chmod_read_only_checkpoints_folder(folder):
 def test_a_failed_write_removes_its_temporary_file(tmp_path, monkeypatch):
     target = tmp_path / 'file'
     target.write_bytes(b'old')
-    monkeypatch.setattr(store_module.os, 'replace', failing('replace', errno.EIO))
+    monkeypatch.setattr(atomic.os, 'replace', failing('replace', errno.EIO))
     with pytest.raises(OSError):
-        store_module._atomic_write(str(target), b'new' * 1000)
+        atomic.write(str(target), b'new' * 1000)
     monkeypatch.undo()
     assert target.read_bytes() == b'old' and os.listdir(tmp_path) == ['file']

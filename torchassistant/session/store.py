@@ -1,0 +1,477 @@
+"""The session folder: its layout, and the only module that writes there.
+
+Layout (see README):
+    SESSION/session.json                    format version, created by which TorchAssistant
+    SESSION/spec.json                       the training spec as given
+    SESSION/expanded.json                   a concise spec: the explicit spec it was filled in to at init
+    SESSION/learned.pt                      splits and fitted preprocessors, drawn once at init
+    SESSION/train.lock                      while a trainer runs: {"pid", "host", "since", "command"}
+                                              (the protocol: torchassistant.session.lock)
+    SESSION/checkpoints/epoch_N.pt          state after N finished epochs (0 = at init), with
+    SESSION/checkpoints/epoch_N.sha256        its checksum, written after it
+    SESSION/checkpoints/epoch_N_batch_M.pt  state M batches into epoch N+1 (and its .sha256)
+                                              (what a checkpoint holds: torchassistant.session.checkpoint)
+    SESSION/checkpoints/best.pt             the best epoch-end checkpoint by train.best_metric (and
+                                              its .sha256; best.json: which epoch, what value)
+    SESSION/metrics/<stage>.csv             one row per epoch of that stage
+    SESSION/plots/stage_<stage>.png         learning curves (`torchassistant plot`, the "plots" logger)
+    SESSION/tensorboard/                    event files, written by TensorBoard's own writer (`folder`)
+    SESSION/exports/<model>.<format>        models `torchassistant export` wrote (.safetensors, .pt2, .onnx)
+
+Every file is written through `torchassistant.session.atomic` (a temporary name, synced, renamed), so a
+crash leaves either the old file or the new one; a write that fails (disk full, read-only folder) leaves
+the old one and no temporary file. A checkpoint without a matching checksum is ignored on load. Every
+.pt file is read as plain data (torch.load(weights_only=True)): a file that holds code is refused, never
+run.
+
+Retention, after each checkpoint: the newest `keep_checkpoints` epoch-end checkpoints and the newest
+`keep_checkpoints` mid-epoch ones of the epoch in progress; best.pt is a link of its own, never deleted.
+Checkpoints are written only by the trainer holding train.lock (`lock()`).
+"""
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import tempfile
+from collections import namedtuple
+
+import torch
+
+from torchassistant import version
+from torchassistant.core.errors import TorchAssistantError, UsageError
+from torchassistant.core.hints import Hint
+from torchassistant.session import atomic
+from torchassistant.session import lock as session_lock
+from torchassistant.session.atomic import WriteError
+from torchassistant.session.checkpoint import plain_data_problem
+from torchassistant.session.lock import LOCK
+
+EXPANDED = 'expanded.json'
+SPEC = 'spec.json'
+SPEC_YAML = 'spec.yaml'     # a spec given in YAML is kept as it was given
+FORMAT = 2          # 2: every .pt file is plain data (format 1 kept numpy arrays in checkpoints)
+_CHECKPOINT = re.compile(r'epoch_(\d+)(?:_batch_(\d+))?\.(pt|sha256)$')
+
+
+class CheckpointId(namedtuple('CheckpointId', 'epoch batch')):
+    """(epoch, batch): `epoch` epochs finished and `batch` batches into the next (0: at an epoch's end)."""
+    __slots__ = ()
+
+    @property
+    def name(self):
+        return f'epoch_{self.epoch}' + (f'_batch_{self.batch}' if self.batch else '')
+
+    def describe(self):
+        return f'epoch {self.epoch}' + (f' + {self.batch} batches' if self.batch else '')
+
+
+class SessionStore:
+    def __init__(self, path, keep_checkpoints=3, best_metric=None):
+        self.path = os.fspath(path)
+        self.shown = self.path          # the name messages use (create writes in a staging folder)
+        self.set_retention(keep_checkpoints, best_metric)
+
+    def set_retention(self, keep_checkpoints=3, best_metric=None):
+        """Keep the newest `keep_checkpoints` (>= 1) epoch-end checkpoints, and best.pt by `best_metric`,
+        {"name": a metric's display name, "mode": "min" | "max"} (None: no best.pt)."""
+        if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
+            raise ValueError(f'keep_checkpoints must be an integer >= 1, not {keep_checkpoints!r}')
+        if best_metric is not None and best_metric.get('mode', 'min') not in ('min', 'max'):
+            raise ValueError(f'best_metric mode must be "min" or "max", not {best_metric.get("mode")!r}')
+        self.keep_checkpoints = keep_checkpoints
+        self.best_metric = best_metric
+
+    # ---- creating -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path, spec_text, learned_state, checkpoint_state, overwrite=False, expanded_text=None,
+               records=None, spec_name=SPEC):
+        """Write a complete new session at `path` in a temporary folder, then move it into place.
+        `expanded_text`: for a concise spec, the explicit spec it was filled in to (expanded.json);
+        `records`: {name: data} of RECORDS written with it (overrides.json); `spec_name`: spec.json, or
+        spec.yaml for a spec given in YAML (kept as it was given)."""
+        path = os.path.normpath(os.fspath(path))
+        cls.check_target(path, overwrite)
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.', dir=parent)
+        except OSError as e:
+            raise UsageError(f'cannot create the session folder "{path}": {e.strerror} ({e.filename})') from e
+        try:
+            store = cls(staging)
+            store.shown = path
+            atomic.write(os.path.join(staging, 'session.json'),
+                         json.dumps({'format': FORMAT, 'torchassistant': version}, indent=2).encode())
+            atomic.write(os.path.join(staging, spec_name), spec_text.encode())
+            for name, data in (records or {}).items():
+                store.write_record(name, data)
+            if expanded_text is not None:
+                atomic.write(os.path.join(staging, EXPANDED), expanded_text.encode())
+            atomic.write(os.path.join(staging, 'learned.pt'),
+                         _serialize(learned_state, os.path.join(path, 'learned.pt')))
+            os.makedirs(os.path.join(staging, 'checkpoints'))
+            os.makedirs(os.path.join(staging, 'metrics'))
+            store.save_checkpoint(0, checkpoint_state)
+            if os.path.exists(path):
+                old = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.old.', dir=parent)
+                os.replace(path, os.path.join(old, 'session'))
+                os.replace(staging, path)
+                shutil.rmtree(old)
+            else:
+                os.replace(staging, path)
+        except OSError as e:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise WriteError(f'cannot create the session "{path}": {_os_error(e)}; nothing was created') from e
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return cls(path)
+
+    @staticmethod
+    def check_target(path, overwrite=False):
+        """UsageError unless a new session may be created at `path`: nothing is there, or (with
+        `overwrite`) a session, never any other folder or file."""
+        if not os.path.exists(path):
+            return
+        if not overwrite:
+            raise UsageError(f'"{path}" already exists; init never overwrites a session. Resume it with: ',
+                             Hint("train", path), ' ; or pass --force to replace it with a fresh session.')
+        if not os.path.isfile(os.path.join(path, 'session.json')):
+            raise UsageError(f'"{path}" exists and is not a TorchAssistant session (it has no session.json); '
+                             f'--force replaces only sessions, so nothing was changed. Pick another session_dir.')
+
+    # ---- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path, keep_checkpoints=3, best_metric=None):
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise UsageError(f'session folder "{path}" does not exist; create it with: ', Hint("init", "SPEC.json"))
+        if not os.path.isdir(path):
+            raise UsageError(f'"{path}" is a file, not a session folder; the command expects the folder '
+                             f'that init created (the spec\'s session_dir)')
+        if not os.path.isfile(os.path.join(path, 'session.json')):
+            raise UsageError(f'"{path}" is not a TorchAssistant session (it has no session.json); '
+                             f'create one with: ', Hint("init", "SPEC.json"))
+        with open(os.path.join(path, 'session.json')) as f:
+            meta = json.load(f)
+        if meta.get('format') != FORMAT:
+            raise UsageError(f'session "{path}" has format {meta.get("format")}, this TorchAssistant reads {FORMAT} '
+                             f'(format 1 sessions hold objects that are not plain data); train it with the '
+                             f'TorchAssistant that created it ({meta.get("torchassistant", "unknown version")}), '
+                             f'or recreate it with: ', Hint("init", "--force", "SPEC.json"))
+        return cls(path, keep_checkpoints, best_metric)
+
+    def spec_file(self):
+        yaml_spec = os.path.join(self.path, SPEC_YAML)
+        return yaml_spec if os.path.isfile(yaml_spec) else os.path.join(self.path, SPEC)
+
+    def overrides(self):
+        """The --set arguments the session's spec is used with (init's, then train's), as texts."""
+        record = self.read_record('overrides.json', {})
+        texts = record.get('init', []) + record.get('train', []) if isinstance(record, dict) else None
+        if texts is None or not all(isinstance(x, str) for x in texts):
+            raise UsageError(f'{self._shown("overrides.json")} is damaged: expected {{"init": [...], "train": [...]}} '
+                             f'of --set arguments')
+        return texts
+
+    def expanded_spec(self):
+        """The explicit spec a concise spec was filled in to at init (plain data), or None."""
+        path = os.path.join(self.path, EXPANDED)
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def folder(self, name):
+        """SESSION/<name>, created if missing: for files a library writes itself (TensorBoard's events)."""
+        path = os.path.join(self.path, name)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def learned_state(self):
+        path = os.path.join(self.path, 'learned.pt')
+        with open(path, 'rb') as f:
+            return _deserialize(f.read(), self._shown('learned.pt'))
+
+    # ---- one writer ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, command, stream=None):
+        """Hold SESSION/train.lock while the block runs, so one trainer at a time writes the session.
+        A lock left by a process that is gone (on this host) is taken over with a one-line notice on
+        `stream`; any other holder is a UsageError naming it. Temporary files of a writer that died
+        are removed once the lock is held."""
+        path = os.path.join(self.path, LOCK)
+        mine = session_lock.acquire(path, command, self.shown, stream)
+        try:
+            self._remove_leftovers()
+            yield self
+        finally:
+            session_lock.release(path, mine)
+
+    def _remove_leftovers(self):
+        for folder in (self.path, self._file(''), os.path.join(self.path, 'metrics'), os.path.join(self.path, 'plots')):
+            names = os.listdir(folder) if os.path.isdir(folder) else []
+            for name in names:
+                if name.startswith(atomic.TEMPORARY_PREFIX) or name.startswith(LOCK + session_lock.STALE_SUFFIX):
+                    atomic.remove(os.path.join(folder, name))
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self, epoch, state, batch=0, metrics=None):
+        """Save `state` as the checkpoint (epoch, batch) and apply retention; the .pt file's path.
+        `metrics` (the epoch's row, epoch-end checkpoints only) decides whether it becomes best.pt."""
+        ident = CheckpointId(epoch, batch)
+        base = self._file(ident.name)
+        data = _serialize(state, self._shown('checkpoints', ident.name + '.pt'))
+        try:
+            atomic.write(base + '.pt', data)
+            atomic.write(base + '.sha256', _digest(data))
+        except OSError as e:
+            raise WriteError(f'could not save the checkpoint {self._shown("checkpoints", ident.name + ".pt")}: '
+                             f'{_os_error(e)}. {self._intact_note(ident)}') from e
+        if not batch and metrics is not None and self.best_metric:
+            self._update_best(ident, metrics, data)
+        self._prune(ident)
+        return base + '.pt'
+
+    def checkpoint_ids(self):
+        """CheckpointIds of the checkpoints with both files present (not yet verified), oldest first."""
+        found = {}
+        for match in filter(None, map(_CHECKPOINT.match, self._names())):
+            found.setdefault(_ident(match), set()).add(match.group(3))
+        return sorted(ident for ident, kinds in found.items() if kinds == {'pt', 'sha256'})
+
+    def checkpoint_epochs(self):
+        """Epochs of the epoch-end checkpoints present, oldest first."""
+        return [i.epoch for i in self.checkpoint_ids() if not i.batch]
+
+    def latest_checkpoint(self):
+        """(CheckpointId, state) of the newest checkpoint whose checksum matches; UsageError if none."""
+        for ident in reversed(self.checkpoint_ids()):
+            data = self._read_intact(ident.name)
+            if data is not None:
+                return ident, _deserialize(data, self._shown('checkpoints', ident.name + '.pt'))
+        raise UsageError(f'session "{self.shown}" has no intact checkpoint in {self.shown}/checkpoints; '
+                         f'recreate it with: ', Hint("init", "--force", "SPEC.json"))
+
+    def checkpoint(self, which='latest'):
+        """The state of checkpoint `which`: "latest" (the newest intact one), "best" (best.pt) or an
+        epoch number N (the checkpoint at the end of epoch N). UsageError, listing what exists, if absent."""
+        if which == 'latest':
+            return self.latest_checkpoint()[1]
+        if which == 'best':
+            name, label = 'best', 'best checkpoint (train.best_metric picks it at the end of each epoch)'
+        elif isinstance(which, int) and not isinstance(which, bool) and which >= 0:
+            name, label = f'epoch_{which}', f'checkpoint of epoch {which}'
+        else:
+            raise UsageError(f'a checkpoint is "latest", "best" or an epoch number, not {which!r}')
+        shown = self._shown('checkpoints', name + '.pt')
+        if not os.path.isfile(self._file(name) + '.pt'):
+            raise UsageError(f'session "{self.shown}" has no {label}; it has {self.inventory()}')
+        data = self._read_intact(name)
+        if data is None:
+            raise UsageError(f'{shown} is damaged (its checksum does not match); session "{self.shown}" has '
+                             f'{self.inventory()}')
+        return _deserialize(data, shown)
+
+    def best_record(self):
+        """{"epoch", "metric", "mode", "value"} of best.pt, or None when there is none."""
+        try:
+            with open(self._file('best') + '.json') as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and {'epoch', 'metric', 'mode', 'value'} <= set(record) else None
+
+    def inventory(self):
+        """What checkpoints exist, in words, for messages."""
+        ids = self.checkpoint_ids()
+        ends = [str(i.epoch) for i in ids if not i.batch]
+        parts = [f'epoch-end checkpoints of epochs {", ".join(ends)}' if ends else 'no epoch-end checkpoint']
+        parts += [f'a mid-epoch one at {i.describe()}' for i in ids if i.batch]
+        best = self.best_record()
+        if best and os.path.isfile(self._file('best') + '.pt'):
+            parts.append(f'best.pt (epoch {best["epoch"]}, {best["metric"]} {best["value"]:.6g})')
+        return '; '.join(parts)
+
+    def _update_best(self, ident, row, data):
+        name, mode = self.best_metric['name'], self.best_metric.get('mode', 'min')
+        if name not in row:
+            raise UsageError(f'train.best_metric names "{name}", which is not among the metrics of epoch '
+                             f'{ident.epoch}: {", ".join(row) or "none"}')
+        value = float(row[name])
+        best = self.best_record()
+        if math.isnan(value) or best and (best['metric'], best['mode']) == (name, mode) \
+                and not (value < best['value'] if mode == 'min' else value > best['value']):
+            return
+        base = self._file('best')
+        try:    # best.json last: a crash before it makes the resumed run, replaying this epoch, redo all three
+            atomic.link(self._file(ident.name) + '.pt', base + '.pt', data)
+            atomic.write(base + '.sha256', _digest(data))
+            atomic.write(base + '.json', json.dumps({'epoch': ident.epoch, 'metric': name, 'mode': mode,
+                                                      'value': value}).encode())
+        except OSError as e:
+            raise WriteError(f'could not update {self._shown("checkpoints", "best.pt")}: {_os_error(e)}; the '
+                             f'checkpoint of epoch {ident.epoch} itself is saved') from e
+
+    def _prune(self, saved):
+        """Delete the checkpoints up to `saved` that retention does not keep, and half-written pairs.
+        Any later than `saved` are left alone: they failed their checksum (training resumed before them)
+        and are replaced when training reaches them again."""
+        ids = [i for i in self.checkpoint_ids() if i <= saved]
+        ends = [i for i in ids if not i.batch]
+        running = [i for i in ids if i.batch and (not ends or i > ends[-1])]
+        keep = set(ends[-self.keep_checkpoints:] + running[-self.keep_checkpoints:])
+        doomed = [m for m in filter(None, map(_CHECKPOINT.match, self._names()))
+                  if _ident(m) <= saved and _ident(m) not in keep]
+        for match in sorted(doomed, key=lambda m: m.group(3) == 'pt'):      # checksums first
+            atomic.remove(self._file(match.group(0)))
+
+    def _read_intact(self, name):
+        """The bytes of checkpoints/<name>.pt when its checksum matches, else None."""
+        try:
+            with open(self._file(name) + '.pt', 'rb') as f:
+                data = f.read()
+            with open(self._file(name) + '.sha256') as f:
+                expected = f.read().strip()
+        except OSError:
+            return None
+        return data if _digest(data).decode() == expected else None
+
+    def _intact_note(self, failed):
+        previous = next((i for i in reversed(self.checkpoint_ids()) if i != failed and self._read_intact(i.name)),
+                        None)
+        if previous is None:
+            return 'No earlier checkpoint is intact.'
+        shown = self._shown('checkpoints', previous.name + '.pt')
+        return (f'The previous checkpoint, {shown} ({previous.describe()}), is intact: free disk space or make '
+                f'the folder writable, then run train.py again to resume from it.')
+
+    def _file(self, name):
+        return os.path.join(self.path, 'checkpoints', name)
+
+    def _shown(self, *parts):
+        return os.path.join(self.shown, *parts)
+
+    def _names(self):
+        folder = self._file('')
+        return os.listdir(folder) if os.path.isdir(folder) else []
+
+    # ---- metrics and plots --------------------------------------------------------------------
+    def write_plot(self, name, data):
+        """Write the PNG bytes `data` as SESSION/plots/<name>; its path."""
+        path = os.path.join(self.folder('plots'), name)
+        try:
+            atomic.write(path, data)
+        except OSError as e:
+            raise WriteError(f'could not write {self._shown("plots", name)}: {_os_error(e)}') from e
+        return path
+
+    def write_export(self, name, data):
+        """Write the bytes `data` as SESSION/exports/<name> (a model `torchassistant export` wrote); its path."""
+        path = os.path.join(self.folder('exports'), name)
+        try:
+            atomic.write(path, data)
+        except OSError as e:
+            raise WriteError(f'could not write {self._shown("exports", name)}: {_os_error(e)}') from e
+        return os.path.join(self.shown, 'exports', name)
+
+    def write_metrics(self, stage, rows):
+        """Rewrite metrics/<stage>.csv from the stage's history, so it always matches the checkpoint."""
+        header = ['epoch'] + list(dict.fromkeys(k for row in rows for k in row))
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator='\n')
+        writer.writerow(header)
+        for epoch, row in enumerate(rows, start=1):
+            writer.writerow([epoch] + [_format(row.get(k)) for k in header[1:]])
+        try:
+            atomic.write(os.path.join(self.path, 'metrics', f'{stage}.csv'), out.getvalue().encode())
+        except OSError as e:
+            raise WriteError(f'could not write {self._shown("metrics", f"{stage}.csv")}: {_os_error(e)}') from e
+
+    # ---- small JSON records: overrides.json (the --set arguments), trial.json (a sweep's trial) --------
+    def write_record(self, name, data):
+        """Write SESSION/<name> (one of RECORDS) as JSON; standard JSON only (NaN and inf as null)."""
+        assert name in RECORDS, name
+        text = json.dumps(_plain_json(data), indent=4, allow_nan=False) + '\n'
+        try:
+            atomic.write(os.path.join(self.path, name), text.encode())
+        except OSError as e:
+            raise WriteError(f'could not write {self._shown(name)}: {_os_error(e)}') from e
+
+    def read_record(self, name, default=None):
+        """SESSION/<name> as data; `default` when absent. A damaged record is an error naming it."""
+        path = os.path.join(self.path, name)
+        if not os.path.isfile(path):
+            return default
+        try:
+            with open(path, encoding='utf-8') as f:
+                return json.load(f)
+        except (OSError, ValueError) as e:
+            raise UsageError(f'{self._shown(name)} is damaged ({type(e).__name__}: {e}); it is a small JSON file '
+                             f'the session keeps, fix or delete it') from None
+
+
+RECORDS = ('overrides.json', 'trial.json')
+
+
+def _plain_json(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_json(v) for v in value]
+    return value
+
+
+def _format(value):
+    return '' if value is None else f'{value:.6g}'
+
+
+def _ident(match):
+    return CheckpointId(int(match.group(1)), int(match.group(2) or 0))
+
+
+def _digest(data):
+    return hashlib.sha256(data).hexdigest().encode()
+
+
+_os_error = atomic.describe
+
+
+# ---- plain data in, plain data out ---------------------------------------------------------------
+
+def _serialize(obj, shown):
+    problem = plain_data_problem(obj)
+    if problem:
+        raise TorchAssistantError(f'cannot save {shown}: the state holds {problem}. Session files hold only plain '
+                                  f'data (tensors, numbers, strings, lists, tuples, dicts), since they are loaded '
+                                  f'without running code; return such data from state_dict() instead')
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _deserialize(data, shown):
+    """The plain data in `data` (the bytes of the session file `shown`); a file that would need code or
+    other objects to load is refused: nothing in it runs."""
+    try:
+        return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        culprit = re.search(r'GLOBAL ([\w.]+)', str(e))
+        if culprit is None:
+            raise UsageError(f'{shown} was not loaded: it is damaged or not a session file written by '
+                             f'TorchAssistant (its contents are not plain data)') from None
+        raise UsageError(f'{shown} was not loaded: it contains code or objects that are not plain data (it '
+                         f'refers to {culprit.group(1)}), and loading it could run code. TorchAssistant writes '
+                         f'only tensors, numbers, strings, lists and dicts, so something else wrote or changed '
+                         f'this file. Nothing in it was run; if you do not know where it came from, recreate '
+                         f'the session with: ', Hint("init", "--force", "SPEC.json")) from None
+    except (RuntimeError, EOFError) as e:
+        raise UsageError(f'{shown} was not loaded: it is damaged ({e})') from None

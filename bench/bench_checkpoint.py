@@ -18,10 +18,10 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from examples.mnist import LeNet5                           # noqa: E402
-from torchassistant import checkpoint                      # noqa: E402
-from torchassistant.build import Entities, Optimizer        # noqa: E402
-from torchassistant.store import SessionStore               # noqa: E402
+from examples.mnist import LeNet5  # noqa: E402
+from torchassistant.assembly.build import Entities, Optimizer  # noqa: E402
+from torchassistant.session import checkpoint  # noqa: E402
+from torchassistant.session.store import SessionStore  # noqa: E402
 
 
 def big_model(millions):
@@ -50,8 +50,8 @@ def measure(name, model, repeats, folder):
     for i in range(repeats):
         progress.batch = i + 1
         started = time.perf_counter()
-        state = checkpoint.capture(entities, progress, None, {'positions': {'p': i + 1}, 'loaders': {},
-                                                              'meters': {}, 'rng': checkpoint.rng_state()})
+        state = checkpoint.capture(entities, progress, None, checkpoint.EpochState(
+            {'p': i + 1}, 1, {}, {}, checkpoint.rng_state()))
         path = store.save_checkpoint(progress.epoch, state, batch=progress.batch)
         times.append(time.perf_counter() - started)
     size = os.path.getsize(path) / 2 ** 20

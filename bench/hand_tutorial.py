@@ -32,6 +32,7 @@ def main():
     import torchvision
     from torch import nn
     from torch.utils.data import DataLoader
+
     from examples.mnist import LeNet5, MyCollator, convert_labels, reverse_onehot
 
     world = int(os.environ.get('WORLD_SIZE', '1'))

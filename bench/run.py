@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import measure, workloads                   # noqa: E402
+from bench import measure, workloads  # noqa: E402
 from bench.measure import Measure, Sample, interleave  # noqa: E402
 
 REPO = workloads.REPO
@@ -63,7 +63,7 @@ class Bench:
 
     def session(self, name, spec):
         """A new session from `spec` through commands.init in this process (not timed); its folder."""
-        from torchassistant import commands
+        from torchassistant.cli import commands
         spec['session_dir'] = os.path.join(self.workdir, name)
         shutil.rmtree(spec['session_dir'], ignore_errors=True)
         commands.init(workloads.write_json(os.path.join(self.workdir, name + '.json'), spec), stream=io.StringIO())
@@ -271,7 +271,8 @@ def main(argv=None):
     args.count = args.count or train
     os.chdir(REPO)                        # the specs name examples.mnist and bench.workloads
     import torch
-    import torchassistant.commands        # noqa: F401  (imports paid before any timing)
+
+    import torchassistant.cli.commands  # noqa: F401  (imports paid before any timing)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f'TorchAssistant vs hand-written PyTorch: {data.describe()}, {train} training and {test} test images; '

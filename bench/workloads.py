@@ -165,6 +165,7 @@ def hand_preloaded(data, seed, precision, count):
     import torch
     from torch import nn
     from torch.utils.data import DataLoader
+
     from examples.mnist import LeNet5
 
     start = time.perf_counter()
@@ -199,7 +200,8 @@ def hand_preloaded(data, seed, precision, count):
 def framework_preloaded(workdir, index, data, seed, precision, count):
     """The preloaded spec through the commands API in this process: commands.init (not timed), then
     commands.train timed whole and its one Trainer.epoch call timed by a wrapper."""
-    from torchassistant import commands, trainer
+    from torchassistant.cli import commands
+    from torchassistant.run import trainer
     session = os.path.join(workdir, f'preloaded-{precision}-{index}')
     spec = write_json(os.path.join(workdir, f'preloaded-{precision}-{index}.json'),
                       preloaded_spec(session, data, seed, precision, count))
@@ -221,7 +223,7 @@ def framework_preloaded(workdir, index, data, seed, precision, count):
         trainer.Trainer.epoch = original
     shutil.rmtree(session, ignore_errors=True)
     if len(epochs) != 1:
-        raise RuntimeError('torchassistant.trainer.Trainer.epoch was not called once: this benchmark\'s timing '
+        raise RuntimeError('torchassistant.run.trainer.Trainer.epoch was not called once: this benchmark\'s timing '
                            'hook no longer matches the trainer; update framework_preloaded()')
     return {'epoch': epochs[0][0], 'epoch_cpu': epochs[0][1], 'seconds': whole}, \
         {'acc': rows[0]['acc'], 'loss': rows[0]['loss']}

@@ -49,19 +49,29 @@ def tutorial_spec(data_root, epochs=2, collator='my_examples.mnist.MyCollator', 
     return spec
 
 
+def make_project(root, data_root, epochs=2):
+    """A user's project as the tutorial builds it, in `root`: my_examples/mnist with the tutorial's code,
+    its three specs (training on `data_root` for `epochs` epochs, no loader workers) and the ten digit
+    images. The one tutorial project of the suite: `project` for a test, this for a module's fixture."""
+    package = os.path.join(root, 'my_examples', 'mnist')
+    os.makedirs(package)
+    open(os.path.join(root, 'my_examples', '__init__.py'), 'w').close()
+    shutil.copy(os.path.join(EXAMPLE, '__init__.py'), package)
+    for digit in range(10):
+        shutil.copy(os.path.join(EXAMPLE, f'digit_{digit}.png'), package)
+    write_json(os.path.join(package, 'training.json'), tutorial_spec(data_root, epochs=epochs))
+    for name in ('evaluation.json', 'inference.json'):
+        with open(os.path.join(EXAMPLE, name)) as f:
+            text = f.read().replace('examples.mnist.', 'my_examples.mnist.')
+        with open(os.path.join(package, name), 'w') as f:
+            f.write(text)
+    return root
+
+
 @pytest.fixture
 def project(tmp_path, tiny_mnist):
-    """A user's project folder as the tutorial builds it: my_examples/mnist/{__init__.py, *.json, digit_2.png}."""
-    package = tmp_path / 'my_examples' / 'mnist'
-    package.mkdir(parents=True)
-    (tmp_path / 'my_examples' / '__init__.py').write_text('')
-    shutil.copy(os.path.join(EXAMPLE, '__init__.py'), package / '__init__.py')
-    shutil.copy(os.path.join(EXAMPLE, 'digit_2.png'), package / 'digit_2.png')
-    write_json(package / 'training.json', tutorial_spec(tiny_mnist))
-    for name in ('evaluation.json', 'inference.json'):
-        text = open(os.path.join(EXAMPLE, name)).read().replace('examples.mnist.', 'my_examples.mnist.')
-        (package / name).write_text(text)
-    return tmp_path
+    """A user's project folder as the tutorial builds it (`make_project`), training for 2 epochs."""
+    return make_project(tmp_path, tiny_mnist)
 
 
 def write_json(path, data):

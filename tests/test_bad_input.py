@@ -25,6 +25,9 @@ if str(REPO) not in sys.path:
 
 from torchassistant import cli  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
+
 EXAMPLE = json.loads((REPO / 'examples' / 'mnist' / 'training.json').read_text())
 SPEC = 'training.json'
 TRACEBACK = 'Traceback (most recent call last)'

@@ -10,6 +10,9 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.e2e
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY = r'^  {name} +{measure} +ratio +\d+\.\d+ +target <= [\d.]+ +(PASS|FAIL)'
 

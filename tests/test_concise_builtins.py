@@ -8,15 +8,32 @@ import pytest
 import torch
 from PIL import Image
 
-from torchassistant.collators import (CollationError, ColumnWiseCollator, SeqsToOneHot, StackTensors,
-                                      images_to_tensor, no_transform, seqs_to_tensor, stack_tensors, to_float_tensor,
-                                      to_long_tensor)
+from torchassistant.collators import (
+    CollationError,
+    ColumnWiseCollator,
+    SeqsToOneHot,
+    StackTensors,
+    images_to_tensor,
+    no_transform,
+    seqs_to_tensor,
+    stack_tensors,
+    to_float_tensor,
+    to_long_tensor,
+)
 from torchassistant.loss_functions import MaskedCrossEntropy
 from torchassistant.output_devices import Printer, SaveAsImages
-from torchassistant.preprocessors import (ImagePreprocessor, NullProcessor, SimpleNormalizer, TextPreprocessor,
-                                          TrainablePreprocessor, fit_sample_size)
+from torchassistant.preprocessors import (
+    ImagePreprocessor,
+    NullProcessor,
+    SimpleNormalizer,
+    TextPreprocessor,
+    TrainablePreprocessor,
+    fit_sample_size,
+)
 from torchassistant.stop_conditions import EarlyStopping
 from torchassistant.transforms import DecodeText, pad_targets, reverse_onehot
+
+pytestmark = pytest.mark.unit
 
 
 def gray(value, size=4):
@@ -135,13 +152,13 @@ def test_masked_cross_entropy_ignores_padding():
 
 
 def test_decode_text_uses_the_target_preprocessor():
-    from torchassistant.data import PreprocessedDataset
+    from torchassistant.run.data import PreprocessedDataset
     source, target = TextPreprocessor(0), TextPreprocessor(1)
     pairs = [('a b', 'x y'), ('b', 'y')]
     source.fit(pairs)
     target.fit(pairs)
     dataset = PreprocessedDataset(pairs, [source, target])
-    from torchassistant.build import Entities
+    from torchassistant.assembly.build import Entities
     session = Entities()
     session.add('data_loaders', 'l', torch.utils.data.DataLoader(dataset))
     decode = DecodeText(session)

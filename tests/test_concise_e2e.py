@@ -7,10 +7,13 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import REPO, run_script, write_json
 from test_concise import USER_CODE, dataset, optimizer
-from torchassistant import commands
+
+from torchassistant.cli import commands
+
+pytestmark = pytest.mark.e2e
+
 
 EXAMPLE = os.path.join(REPO, 'examples', 'mnist-concise')
 STAGE = {'training_pipelines': ['training'], 'validation_pipelines': ['training', 'validation']}
@@ -111,11 +114,12 @@ def test_concise_text_task_learns_resumes_evaluates_and_infers(tmp_path, monkeyp
 
 def test_readme_shows_what_the_example_expands_to(tiny_mnist, monkeypatch, tmp_path):
     """The expanded spec and notes in examples/mnist-concise/README.md are what expansion gives today."""
-    from torchassistant.build import LearnedState
+    from torchassistant.assembly.build import LearnedState
+    from torchassistant.assembly.probe import DataProbe
     from torchassistant.spec import concise, loader
     monkeypatch.chdir(tmp_path)
     write_json(tmp_path / 'training.json', example('training.json', tiny_mnist))
-    expansion = concise.expand(loader.load_file('training.json'), LearnedState(seed=0))
+    expansion = concise.expand(loader.load_file('training.json'), DataProbe(LearnedState(seed=0)))
     with open(os.path.join(EXAMPLE, 'README.md')) as f:
         readme = f.read()
     shown = json.loads(readme.split('```json\n', 1)[1].split('```', 1)[0])

@@ -9,33 +9,18 @@ import subprocess
 import sys
 
 import pytest
-
-from conftest import EXAMPLE, REPO, run_script, tutorial_spec, write_json
+from conftest import REPO, make_project, run_script, tutorial_spec, write_json
 
 import torchassistant
 from torchassistant import cli
+from torchassistant.cli import hints
 from torchassistant.spec.schema import SCHEMAS
+
+pytestmark = pytest.mark.e2e
+
 
 COMMANDS = ['init', 'train', 'evaluate', 'infer', 'check', 'status', 'plot', 'schema']
 METRIC_ROW = r'\[acc \d\.\d{4}, loss \d+\.\d{4}, val acc \d\.\d{4}, val loss \d+\.\d{4}\]'
-
-
-def make_project(root, data_root, epochs=2):
-    """A user's project as the tutorial builds it, in `root`: my_examples/mnist with the tutorial's
-    code, its three specs (training on `data_root` for `epochs` epochs) and the ten digit images."""
-    package = os.path.join(root, 'my_examples', 'mnist')
-    os.makedirs(package)
-    open(os.path.join(root, 'my_examples', '__init__.py'), 'w').close()
-    shutil.copy(os.path.join(EXAMPLE, '__init__.py'), package)
-    for digit in range(10):
-        shutil.copy(os.path.join(EXAMPLE, f'digit_{digit}.png'), package)
-    write_json(os.path.join(package, 'training.json'), tutorial_spec(data_root, epochs=epochs))
-    for name in ('evaluation.json', 'inference.json'):
-        with open(os.path.join(EXAMPLE, name)) as f:
-            text = f.read().replace('examples.mnist.', 'my_examples.mnist.')
-        with open(os.path.join(package, name), 'w') as f:
-            f.write(text)
-    return root
 
 
 def console(*args, cwd, timeout=300, **kwargs):
@@ -139,7 +124,7 @@ def test_check_debug_shows_the_traceback_of_a_failing_pipeline(tmp_path, tiny_mn
 def assert_tracebacks_of_both_pipelines(stderr):
     """Each failing pipeline's full chained traceback: the user's TypeError, then the framework's error."""
     assert 'Traceback (most recent call last)' in stderr
-    ends = re.findall(r'^torchassistant\.errors\.UserCodeError: pipeline "(\w+)"', stderr, re.M)
+    ends = re.findall(r'^torchassistant\.core\.errors\.UserCodeError: pipeline "(\w+)"', stderr, re.M)
     assert ends == ['training_pipeline', 'evaluation_pipeline'], stderr
     assert stderr.count('TypeError: conv2d() received an invalid combination') >= 2
 
@@ -199,7 +184,7 @@ def test_each_command_help_has_an_example(command, capsys, console_state):
 def console_state():
     """In-process runs of the console command set how hints are worded; put it back for other tests."""
     yield
-    cli._console = None
+    hints.use_console(None)
 
 
 def test_bad_command_lines_exit_2_with_one_message(tmp_path):

@@ -17,14 +17,19 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.multiprocessing
+from conftest import REPO, make_project, write_tiny_mnist
 
-from conftest import EXAMPLE, REPO, tutorial_spec, write_json, write_tiny_mnist
-from torchassistant import commands, distributed
-from torchassistant.data import ResumableLoader
-from torchassistant.errors import UsageError
+from torchassistant.cli import commands
+from torchassistant.core.errors import UsageError
 from torchassistant.metrics import Accuracy
-from torchassistant.pipeline import Criterion, Meters, Use
-from torchassistant.store import SessionStore
+from torchassistant.run import distributed
+from torchassistant.run.data import ResumableLoader
+from torchassistant.run.meters import Meters
+from torchassistant.run.pipeline import Criterion, Use
+from torchassistant.session import checkpoint
+from torchassistant.session.store import SessionStore
+
+pytestmark = pytest.mark.e2e
 
 
 # ---- one process: the environment and the sampler ------------------------------------------------
@@ -87,11 +92,14 @@ def test_shards_of_a_shuffled_loader_interleave_to_the_one_process_order_and_ski
 
 
 def test_positions_of_a_mid_epoch_checkpoint_convert_to_another_number_of_processes():
-    resume = {'positions': {'train': 6}, 'processes': 2}
-    assert distributed.World(0, 2).positions(resume) == {'train': 6}
-    assert distributed.World(0, 4).positions(resume) == {'train': 3}
-    assert distributed.World().positions(resume) == {'train': 12}
-    assert distributed.World(0, 2).positions({'positions': {'train': 6}}) == {'train': 3}   # a one-process one
+    resume = checkpoint.epoch_state({'epoch_state': {'positions': {'train': 6}, 'processes': 2, 'loaders': {},
+                                                     'meters': {}, 'rng': {}}})
+    assert resume.positions_for(2) == {'train': 6}
+    assert resume.positions_for(4) == {'train': 3}
+    assert resume.positions_for(1) == {'train': 12}
+    alone = checkpoint.epoch_state({'epoch_state': {'positions': {'train': 6}, 'loaders': {}, 'meters': {},
+                                                    'rng': {}}})     # saved before `processes` was recorded
+    assert alone.positions_for(2) == {'train': 3}
 
 
 # ---- two spawned processes: reductions and agreements --------------------------------------------
@@ -214,8 +222,8 @@ def _non_finite_worker(rank, port, mode):
 
 
 def _train_with_a_nan(rank, mode, world):
-    from torchassistant.graph import StepError
-    from torchassistant.step import Precision, TrainStep
+    from torchassistant.run.graph import StepError
+    from torchassistant.run.step import Precision, TrainStep
     torch.manual_seed(0)
     model = world._wrap(torch.nn.Linear(3, 1), 'net')
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -258,14 +266,7 @@ EPOCHS = 3
 @pytest.fixture
 def ddp_project(tmp_path, monkeypatch):
     """The tutorial project on 301 training and 97 test digits (odd counts: uneven shards)."""
-    data = write_tiny_mnist(str(tmp_path / 'data'), train=301, test=97)
-    package = tmp_path / 'my_examples' / 'mnist'
-    package.mkdir(parents=True)
-    (tmp_path / 'my_examples' / '__init__.py').write_text('')
-    shutil.copy(os.path.join(EXAMPLE, '__init__.py'), package / '__init__.py')
-    write_json(package / 'training.json', tutorial_spec(data, epochs=EPOCHS))
-    text = open(os.path.join(EXAMPLE, 'evaluation.json')).read().replace('examples.mnist.', 'my_examples.mnist.')
-    (package / 'evaluation.json').write_text(text)
+    make_project(tmp_path, write_tiny_mnist(str(tmp_path / 'data'), train=301, test=97), epochs=EPOCHS)
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     commands.init('my_examples/mnist/training.json')

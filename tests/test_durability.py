@@ -24,6 +24,9 @@ from torchassistant.session import atomic, checkpoint
 from torchassistant.session import lock as session_lock
 from torchassistant.session.store import CheckpointId, SessionStore, WriteError
 
+pytestmark = pytest.mark.e2e
+
+
 # ---- a tutorial session made once per module; each test works on a copy -------------------------
 
 @pytest.fixture(scope='module')

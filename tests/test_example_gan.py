@@ -9,10 +9,13 @@ import re
 import numpy
 import pytest
 import torch
+from conftest import REPO, SAMPLE, run_script, write_json
 from PIL import Image
 
-from conftest import REPO, SAMPLE, run_script, write_json
 from examples.gan import LatentNoise, MnistImages, SampleGrid, SeedToLatent, StackTensors, real_vs_fake
+
+pytestmark = pytest.mark.e2e
+
 
 EXAMPLE = os.path.join(REPO, 'examples', 'gan')
 FLOAT = r'\d+\.\d{4}'

@@ -6,9 +6,12 @@ import re
 
 import pytest
 import torch
-
 from conftest import REPO, run_script, write_json
+
 from examples.seq2seq import NumberWords, PadBatch, Vocabulary, number_to_words
+
+pytestmark = pytest.mark.e2e
+
 
 EXAMPLE = os.path.join(REPO, 'examples', 'seq2seq')
 FLOAT = r'\d+\.\d{4}'

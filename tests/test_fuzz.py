@@ -20,9 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from torchassistant import commands  # noqa: E402
-from torchassistant.errors import SpecError  # noqa: E402
+from torchassistant.cli import commands  # noqa: E402
+from torchassistant.core.errors import SpecError  # noqa: E402
 from torchassistant.spec import loader  # noqa: E402
+
+pytestmark = pytest.mark.unit
+
 
 EXAMPLE = json.loads((REPO / 'examples' / 'mnist' / 'training.json').read_text())
 SPEC = 'training.json'

@@ -3,10 +3,9 @@ import re
 
 import pytest
 import torch
-
 from conftest import run_script
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')]
 
 
 def test_tutorial_trains_evaluates_and_infers_on_cuda(project):

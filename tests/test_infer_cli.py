@@ -10,11 +10,14 @@ import sys
 import threading
 
 import pytest
-
-from conftest import REPO, write_json
-from test_console import console, make_project, ok
+from conftest import REPO, make_project, write_json
+from test_console import console, ok
 
 from torchassistant import cli
+from torchassistant.cli import hints
+
+pytestmark = pytest.mark.e2e
+
 
 EXTRAS = '''
 from my_examples.mnist import InputConverter
@@ -146,7 +149,7 @@ def in_project(project, monkeypatch):
     monkeypatch.chdir(project)
     monkeypatch.syspath_prepend(project)
     yield project
-    cli._console = None
+    hints.use_console(None)
     for name in [n for n in sys.modules if n == 'my_examples' or n.startswith('my_examples.')]:
         del sys.modules[name]
 

@@ -15,12 +15,12 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO, tutorial_spec, write_json
-from torchassistant.spec.schema import TRAINING
-from torchassistant.store import SessionStore
 
-pytestmark = pytest.mark.slow
+from torchassistant.session.store import SessionStore
+from torchassistant.spec.schema import TRAINING
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 KILLS = 10
 EPOCHS = 6

@@ -13,11 +13,12 @@ from datetime import datetime
 
 import matplotlib.image
 import pytest
+from conftest import folder_snapshot, make_project, write_json
+from test_console import console, ok
 
-from conftest import folder_snapshot, write_json
-from test_console import console, make_project, ok
+from torchassistant.report import plots, status
 
-from torchassistant import plots, status
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope='module')
@@ -58,7 +59,8 @@ def test_status_of_a_trained_session(sessions):
     best = max(range(3), key=lambda i: (rows[i]['val acc'], -i)) + 1     # highest val acc, earliest on ties
 
     data = json.loads(ok(console('status', '--json', 'pretrained', cwd=root)).stdout)
-    assert (data['epoch'], data['batch'], data['stage'], data['num_stages'], data['complete']) == (3, 0, 1, 1, True)
+    assert (data['epoch'], data['batch'], data['stage'], data['stages_done'], data['num_stages'], data['complete']) \
+        == (3, 0, None, 1, 1, True)
     stage = data['stages'][0]
     assert (stage['state'], stage['monitored'], stage['lower_is_better'], stage['best_epoch']) == \
         ('finished', 'val acc', False, best)

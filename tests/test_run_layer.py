@@ -6,14 +6,16 @@ import shutil
 
 import pytest
 import torch
-
 import toy
-from torchassistant import commands
-from torchassistant.device import choose_device
-from torchassistant.errors import SpecError, UsageError, UserCodeError
-from torchassistant.store import SessionStore
-
 from test_spec_features import definition, single_model_spec, workdir, write  # noqa: F401  (fixture)
+
+from torchassistant.cli import commands
+from torchassistant.core.errors import SpecError, UsageError, UserCodeError
+from torchassistant.run import device as device_module
+from torchassistant.run.device import choose_device
+from torchassistant.session.store import SessionStore
+
+pytestmark = pytest.mark.e2e
 
 
 def final_state(path='session'):
@@ -130,7 +132,7 @@ def test_accumulate_2_equals_a_hand_written_loop_with_half_losses(workdir):
     commands.train('session')
     trained = final_state()['models']['net']
 
-    from torchassistant.build import LearnedState, build
+    from torchassistant.assembly.build import LearnedState, build
     from torchassistant.spec.loader import load_file
     session = SessionStore.open('session')
     entities = build(load_file(session.spec_file()), LearnedState.from_state_dict(session.learned_state()), 'cpu')
@@ -216,8 +218,13 @@ def test_non_finite_skip_drops_such_batches(workdir, capsys):
 
 def test_device_choice_and_its_errors(monkeypatch):
     monkeypatch.delenv('TORCHASSISTANT_DEVICE', raising=False)
-    assert choose_device() == torch.device('cuda' if torch.cuda.is_available() else 'cpu') or \
-        choose_device().type == 'mps'
+    here = 'cuda' if torch.cuda.is_available() else 'mps' if device_module._mps_available() else 'cpu'
+    assert choose_device() == torch.device(here)                            # "auto" on this machine
+    with monkeypatch.context() as m:                                        # and its order on other machines
+        for cuda, mps, expected in [(True, True, 'cuda'), (False, True, 'mps'), (False, False, 'cpu')]:
+            m.setattr(torch.cuda, 'is_available', lambda cuda=cuda: cuda)
+            m.setattr(device_module, '_mps_available', lambda mps=mps: mps)
+            assert choose_device() == torch.device(expected), (cuda, mps)
     assert choose_device('cpu', 'cuda') == torch.device('cpu')              # the option wins over the spec
     monkeypatch.setenv('TORCHASSISTANT_DEVICE', 'cpu')
     assert choose_device(None, None) == torch.device('cpu')                 # the variable is the fallback
@@ -313,10 +320,11 @@ def test_frozen_nodes_collect_no_gradients_but_pass_them_on(workdir):
     """A node without an optimizer keeps its .grad untouched (another pipeline may be accumulating
     there) while the gradient still reaches the trainable node before it."""
     from test_spec_features import graph_spec
-    from torchassistant.build import LearnedState, build
-    from torchassistant.pipeline import Meters
+
+    from torchassistant.assembly.build import LearnedState, build
+    from torchassistant.run.meters import Meters
+    from torchassistant.run.step import Precision, TrainStep
     from torchassistant.spec.loader import load_file
-    from torchassistant.step import Precision, TrainStep
     spec = graph_spec(workdir)
     processor = [d for d in spec['initialize']['definitions'] if d['name'] == 'classifier'][0]['spec']
     del processor['neural_graph'][1]['optimizer_name']            # the head is frozen in "a" ...

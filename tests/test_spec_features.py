@@ -5,8 +5,10 @@ import json
 import pytest
 import torch
 
-from torchassistant import commands
-from torchassistant.errors import SpecError, UsageError
+from torchassistant.cli import commands
+from torchassistant.core.errors import SpecError, UsageError
+
+pytestmark = pytest.mark.e2e
 
 
 def definition(group, name, **spec):
@@ -175,12 +177,12 @@ def test_graphs_interleaving_stages_and_stop_condition_history(workdir, capsys):
 
 def test_interleave_runs_every_pipeline_until_exhausted(workdir):
     """a has 9 batches of train_loader, b 3 of test_loader: an epoch is 12 iterations."""
-    from torchassistant.build import LearnedState, build, build_stages
-    from torchassistant.checkpoint import Progress
-    from torchassistant.events import Events
+    from torchassistant.assembly.build import LearnedState, build, build_stages
+    from torchassistant.run.events import Events
+    from torchassistant.run.step import Precision, TrainStep
+    from torchassistant.run.trainer import Trainer
+    from torchassistant.session.checkpoint import Progress
     from torchassistant.spec.loader import load_file
-    from torchassistant.step import Precision, TrainStep
-    from torchassistant.trainer import Trainer
     document = load_file(write(workdir / 'train.json', graph_spec(workdir)))
     entities = build(document, LearnedState(seed=1), torch.device('cpu'))
     stage = build_stages(document, entities)[0]
@@ -213,7 +215,7 @@ def test_session_without_intact_checkpoint(workdir):
 
 
 def test_inference_builds_only_its_pipeline_and_what_it_reaches(workdir):
-    from torchassistant.build import LearnedState, build
+    from torchassistant.assembly.build import LearnedState, build
     from torchassistant.spec.loader import parse
     spec = single_model_spec(workdir)
     spec['initialize']['definitions'].append(definition('datasets', 'unused', **{'class': 'toy.NoSuchThing'}))
@@ -233,7 +235,8 @@ def test_built_entities_are_freed_without_waiting_for_the_garbage_collector(work
     """No reference cycle: `train.py` frees models and datasets when it is done, not at exit."""
     import gc
     import weakref
-    from torchassistant.build import LearnedState, build
+
+    from torchassistant.assembly.build import LearnedState, build
     from torchassistant.spec.loader import parse
     document = parse(json.dumps(single_model_spec(workdir)), 'train.json')
     build(document, LearnedState(seed=0), torch.device('cpu'))    # first imports (torch's keep frames a while)

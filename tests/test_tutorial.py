@@ -7,9 +7,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
-
 from conftest import REPO, folder_snapshot, run_script, tutorial_spec, write_json
+
+pytestmark = pytest.mark.e2e
+
 
 METRIC_ROW = r'\[acc \d\.\d{4}, loss \d+\.\d{4}, val acc \d\.\d{4}, val loss \d+\.\d{4}\]'
 

@@ -27,9 +27,12 @@ import sys
 import termios
 import time
 
+import pytest
+from conftest import EXAMPLE, REPO, SAMPLE
 from PIL import Image
 
-from conftest import EXAMPLE, REPO, SAMPLE
+pytestmark = pytest.mark.e2e
+
 
 TUTORIAL = os.path.join(REPO, 'docs', 'mnist-tutorial.md')
 LINKED = ['init.py', 'train.py', 'evaluate.py', 'infer.py', 'examples']      # the repository root, seen by the reader

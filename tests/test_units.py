@@ -1,25 +1,31 @@
 """Fast unit tests of the pieces: loader locations, progress line, overrides, store, components."""
+import fcntl
 import io
-import re
+import json
 import os
-import signal
-import subprocess
+import pty
+import re
+import struct
 import sys
-import time
+import termios
+from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import REPO
 
 from torchassistant.collators import BatchDivide
-from torchassistant.errors import SpecError
+from torchassistant.core.errors import SpecError
 from torchassistant.metrics import Accuracy
-from torchassistant.progress import ConsoleProgress, best_epoch
+from torchassistant.report import status
+from torchassistant.report.progress import ConsoleProgress, best_epoch
+from torchassistant.session.checkpoint import Progress
+from torchassistant.session.store import SessionStore
 from torchassistant.spec.loader import parse
 from torchassistant.spec.merge import MergeError, merge
 from torchassistant.stop_conditions import EpochsCompleted
-from torchassistant.store import SessionStore
 
-from conftest import REPO, tutorial_spec, write_json
+pytestmark = pytest.mark.unit
 
 
 def test_locations_name_the_definition_and_the_line():
@@ -109,6 +115,79 @@ def test_best_epoch_follows_the_first_validation_metric_and_its_direction(rows, 
     assert best_epoch(rows) == best
 
 
+# ---- progress on a terminal that reports no size ------------------------------------------------
+
+def on_terminal(rows, columns):
+    """What ConsoleProgress writes for a 10-batch epoch to a pty whose size is rows x columns."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', rows, columns, 0, 0))
+    stage = SimpleNamespace(index=0)
+    with open(slave, 'w') as terminal:
+        progress = ConsoleProgress(terminal, interval=0, log_seconds=3600)
+        progress.on_epoch_start(stage, 1, 10)
+        for done in range(1, 11):
+            progress.on_batch_end(done, lambda: {'acc': 0.5})
+        progress.on_epoch_end(stage, 1, {'acc': 0.5, 'val acc': 0.25}, None)
+    out = b''
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:         # the terminal's other end is closed: all was read
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return out.decode().replace('\r\n', '\n')
+
+
+@pytest.mark.parametrize('rows, columns', [(0, 0), (24, 0), (0, 100)])
+def test_a_terminal_of_no_size_gets_plain_progress_lines(rows, columns):
+    """`script` and some CI and container pseudo-terminals report 0 x 0: tqdm drew nothing there."""
+    out = on_terminal(rows, columns)
+    assert '\r' not in out
+    lines = out.splitlines()
+    assert lines[0].startswith('Epoch     1 [acc 0.5000] 1 / 10 [') and lines[0].endswith('it/s]'), out
+    assert lines[-1] == 'Epoch     1 [acc 0.5000, val acc 0.2500]'
+
+
+def test_a_terminal_with_a_size_gets_the_live_bar():
+    out = on_terminal(24, 100)
+    assert '| 10 / 10 [' in out and '\r' in out
+    assert out.split('\r')[-1] == 'Epoch     1 [acc 0.5000, val acc 0.2500]\n'
+
+
+# ---- the summary's best epoch of a stage that trains several pipelines ---------------------------
+
+GAN_ROWS = [{'val d_acc': 0.9998, 'val g_loss': 4.61}, {'val d_acc': 0.67, 'val g_loss': 1.23},
+            {'val d_acc': 0.81, 'val g_loss': 1.02}]
+
+
+def summary(training, best_metric=None):
+    trainer = SimpleNamespace(store=SimpleNamespace(path='pretrained_gan'),
+                              stages=[SimpleNamespace(index=0, training=training)])
+    stream = io.StringIO()
+    progress = ConsoleProgress(stream, best_metric=best_metric)
+    progress.on_training_start(trainer, Progress())
+    progress.on_training_end(Progress(epoch=3, stage=1, history={0: GAN_ROWS}), 60.0)
+    return stream.getvalue()
+
+
+def test_a_gan_stage_names_no_best_epoch_unless_the_spec_says_by_what():
+    """A GAN's discriminator accuracy is highest when its generator is worst (epoch 1)."""
+    text = summary(['discriminator', 'generator'])
+    assert 'best val d_acc' not in text
+    assert '  stage 0: no best epoch named: it trains 2 pipelines, so no one metric says which epoch is best; ' \
+           'train.best_metric names one\n' in text
+    assert '  stage 0: best val g_loss 1.0200 at epoch 3 of 3\n' in \
+        summary(['discriminator', 'generator'], {'name': 'val g_loss', 'mode': 'min'})
+    assert '  stage 0: best val d_acc 0.9998 at epoch 1 of 3\n' in summary(['classifier']), 'one pipeline: as before'
+    stage = status._stage(0, GAN_ROWS, 1, None, pipelines=2)             # status and plot follow the same rule
+    assert (stage.monitored, stage.best_epoch) == (None, None)
+    stage = status._stage(0, GAN_ROWS, 1, {'name': 'val g_loss', 'mode': 'min'}, pipelines=2)
+    assert (stage.monitored, stage.best_epoch) == ('val g_loss', 3)
+
+
 def test_override_rules():
     original = {'definitions': [{'name': 'a', 'spec': {'x': 1, 'y': [1, 2]}}, {'name': 'b', 'spec': {}}],
                 'pipelines': {'p': {'k': 1}}}
@@ -151,41 +230,12 @@ def test_store_falls_back_to_the_newest_intact_checkpoint(tmp_path):
     assert not [p for p in os.listdir(tmp_path / 's' / 'checkpoints') if p.startswith('.tmp')]
 
 
-@pytest.mark.parametrize('signum, code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_and_sigterm_checkpoint_where_they_stop_and_resume_continues(tmp_path, tiny_mnist, signum, code):
-    import shutil
-    package = tmp_path / 'my_examples' / 'mnist'
-    package.mkdir(parents=True)
-    (tmp_path / 'my_examples' / '__init__.py').write_text('')
-    shutil.copy(os.path.join(REPO, 'examples', 'mnist', '__init__.py'), package / '__init__.py')
-    write_json(package / 'training.json', tutorial_spec(tiny_mnist, epochs=3))
-    env = dict(os.environ, PYTHONPATH=REPO)
-    subprocess.run([sys.executable, os.path.join(REPO, 'init.py'), 'my_examples/mnist/training.json'],
-                   cwd=tmp_path, env=env, check=True, capture_output=True)
-    process = subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), 'pretrained'], cwd=tmp_path,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / 'pretrained' / 'checkpoints' / 'epoch_1.sha256').exists():
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.01)
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == code, err
-    assert f'training stopped by {signal.Signals(signum).name} in epoch 2' in err and 'Traceback' not in err
-    assert 'a checkpoint was saved there' in err and 'python train.py pretrained' in err
-    saved = SessionStore(str(tmp_path / 'pretrained')).latest_checkpoint()[0]
-    assert saved.epoch == 1 and saved.batch >= 1          # where it stopped, inside epoch 2
-    result = subprocess.run([sys.executable, os.path.join(REPO, 'train.py'), 'pretrained'], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert f'Resuming "pretrained" after epoch 1 and {saved.batch} batches of the next' in result.stdout
-
-
 @pytest.mark.parametrize('kind, name', [('training', 'training.json'), ('evaluation', 'evaluation.json'),
                                         ('inference', 'inference.json')])
 def test_json_schemas_accept_the_examples(kind, name):
     import json
     import subprocess
+
     import jsonschema
     schema = json.loads(subprocess.run([sys.executable, '-m', 'torchassistant.schema', kind], cwd=REPO,
                                        capture_output=True, text=True, check=True).stdout)
@@ -199,7 +249,7 @@ def test_json_schemas_accept_the_examples(kind, name):
 
 
 def test_mean_weights_batches_by_their_size():
-    from torchassistant.pipeline import Mean
+    from torchassistant.run.meters import Mean
     for make in (float, torch.tensor):
         mean = Mean()
         mean.add(make(1.0), 3)
@@ -224,8 +274,10 @@ def test_a_fast_epoch_still_draws_its_last_line():
 
 def test_loaders_with_workers_run_with_the_objects_before_them_frozen():
     import gc
+
     from torch.utils.data import DataLoader
-    from torchassistant.data import settled_for_workers
+
+    from torchassistant.run.data import settled_for_workers
     with settled_for_workers([DataLoader([1, 2])]):
         assert gc.get_freeze_count() == 0                  # no workers, nothing to spare them
     with settled_for_workers([DataLoader([1, 2]), DataLoader([1, 2], num_workers=1)]):
@@ -234,7 +286,7 @@ def test_loaders_with_workers_run_with_the_objects_before_them_frozen():
 
 
 def test_meter_states_saved_before_accuracy_left_torchmetrics_still_load():
-    from torchassistant.pipeline import _CallableMetric, _load_meter_state
+    from torchassistant.run.meters import _CallableMetric, _load_meter_state
     accuracy = Accuracy()
     _load_meter_state(accuracy, {'torchmetrics': {'correct': torch.tensor(3), 'total': torch.tensor(5),
                                                   '_update_count': 2}})
@@ -242,3 +294,17 @@ def test_meter_states_saved_before_accuracy_left_torchmetrics_still_load():
     mean = _CallableMetric(lambda p, t: 1.0)
     _load_meter_state(mean, {'mean': {'total': 2.0, 'count': 4}})
     assert mean.compute() == pytest.approx(0.5)
+
+
+# ---- .gitignore ignores the session folders the examples write ------------------------------------
+
+def test_gitignore_lists_every_example_session_folder():
+    with open(os.path.join(REPO, '.gitignore')) as f:
+        ignored = {line.strip() for line in f}
+    examples = os.path.join(REPO, 'examples')
+    for name in sorted(os.listdir(examples)):
+        path = os.path.join(examples, name, 'training.json')
+        if os.path.isfile(path):
+            with open(path) as f:
+                session = json.load(f)['session_dir']
+            assert f'{session}/' in ignored, f'examples/{name} writes {session}/, which .gitignore does not list'

@@ -5,14 +5,11 @@ column function; the functions below turn a column into what a model takes.
 """
 import torch
 
+from torchassistant.spec.rules import example_elements  # noqa: F401  (collators.example_elements: its old home)
+
 
 class CollationError(ValueError):
     """A batch that its collator cannot turn into columns."""
-
-
-def example_elements(example):
-    """An example as a list of elements: a tuple or list as it is, any other value as one element."""
-    return list(example) if isinstance(example, (tuple, list)) else [example]
 
 
 class BatchDivide:
@@ -60,7 +57,7 @@ class ColumnWiseCollator:
 
 
 def _column_function(column):
-    from torchassistant.resolve import resolve
+    from torchassistant.core.resolve import resolve
     if callable(column):
         return column
     if isinstance(column, str):

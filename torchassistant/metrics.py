@@ -8,41 +8,7 @@ its classes: importing it costs about a second and 100 MiB in every process.
 """
 import torch
 
-from torchassistant import distributed
-
-
-class RunningMetric:
-    """Sums kept as tensors on the device, added to in place (no new tensor per batch)."""
-
-    sums = ()                # the names of the running sums
-    dtype = torch.float64
-
-    def __init__(self):
-        self.device = None
-        self.reset()
-
-    def reset(self):
-        for name in self.sums:
-            setattr(self, name, torch.zeros((), dtype=self.dtype, device=self.device))
-
-    def to(self, device):
-        self.device = torch.device(device)
-        for name in self.sums:
-            setattr(self, name, getattr(self, name).to(self.device))
-        return self
-
-    def totals(self, local=False):
-        """The sums as floats: over all processes of a distributed run, or with `local` this one's."""
-        values = [getattr(self, name) for name in self.sums]
-        values = values if local else distributed.sum_over_processes(*values)
-        return [float(v) for v in values]
-
-    def state_dict(self, local=False):
-        return dict(zip(self.sums, self.totals(local)))
-
-    def load_state_dict(self, state):
-        for name in self.sums:
-            setattr(self, name, torch.tensor(state[name], dtype=self.dtype, device=self.device))
+from torchassistant.run.meters import RunningMetric
 
 
 class Accuracy(RunningMetric):

@@ -8,7 +8,7 @@ import re
 
 import torch
 
-from torchassistant.collators import example_elements
+from torchassistant.spec.rules import example_elements
 
 
 class ValuePreprocessor:
@@ -142,7 +142,7 @@ class ImagePreprocessor(TrainablePreprocessor):
 
 
 def _to_tensor(image):
-    from torchvision.transforms.functional import to_tensor     # torchvision only where images are
+    from torchvision.transforms.functional import to_tensor  # torchvision only where images are
     return to_tensor(image)
 
 
@@ -152,11 +152,12 @@ class TextPreprocessor(TrainablePreprocessor):
     `num_classes` is the vocabulary size; `decode(ids)` turns ids back into words."""
     START, END, OOV = 0, 1, 2
     SPECIAL = ('<start>', '<end>', '<OOV>')
+    sentence_start, sentence_end, out_of_vocab = SPECIAL      # the original's names of the special words
 
     def __init__(self, fit_index=0):
         super().__init__(fit_index)
         self.words = list(self.SPECIAL)
-        self._ids = None
+        self._ids = self._words_by_id = None
 
     @staticmethod
     def tokenize(text):
@@ -170,7 +171,7 @@ class TextPreprocessor(TrainablePreprocessor):
                 if word not in known:         # each word once: ids are stable and the vocabulary small
                     known.add(word)
                     self.words.append(word)
-        self._ids = None
+        self._ids = self._words_by_id = None
 
     @property
     def num_classes(self):
@@ -184,16 +185,39 @@ class TextPreprocessor(TrainablePreprocessor):
     def process(self, text):
         if text is None:
             return None
-        if self._ids is None:
-            self._ids = {word: i for i, word in enumerate(self.words)}
-        return [self.START] + [self._ids.get(word, self.OOV) for word in self.tokenize(text)] + [self.END]
+        ids = self.word_indices
+        return [self.START] + [ids.get(word, self.OOV) for word in self.tokenize(text)] + [self.END]
 
     def decode(self, ids):
-        return ' '.join(self.words[i] if 0 <= i < len(self.words) else self.SPECIAL[self.OOV] for i in ids)
+        return ' '.join(self.decode_token(i) for i in ids)
+
+    # the original's lookups, which its translation example's post-processor uses
+
+    def encode_word(self, word):
+        """The id of `word` (<OOV>'s for a word not seen in fitting)."""
+        return self.word_indices.get(word, self.OOV)
+
+    def decode_token(self, token):
+        """The word of id `token` ('<OOV>' for an id outside the vocabulary)."""
+        return self.words[token] if 0 <= token < len(self.words) else self.out_of_vocab
+
+    @property
+    def word_indices(self):
+        """{word: id}."""
+        if self._ids is None:
+            self._ids = {word: i for i, word in enumerate(self.words)}
+        return self._ids
+
+    @property
+    def index2word(self):
+        """{id: word}."""
+        if self._words_by_id is None:
+            self._words_by_id = dict(enumerate(self.words))
+        return self._words_by_id
 
     def state_dict(self):
         return {'fit_index': self.fit_index, 'words': list(self.words)}
 
     def load_state_dict(self, state):
         self.fit_index, self.words = state['fit_index'], list(state['words'])
-        self._ids = None
+        self._ids = self._words_by_id = None

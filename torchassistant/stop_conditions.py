@@ -4,14 +4,7 @@
 that stage's per-epoch metric dicts (display name -> value), oldest first, restored on resume. A stage
 always runs at least one epoch: the condition is never asked before it.
 """
-
-
-def num_epochs_problem(value):
-    """Why `value` is not a valid EpochsCompleted(num_epochs), or None. Validation and the class share it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return (f'num_epochs must be a positive integer (a number of epochs; the stop condition is asked after '
-                f'each epoch, so a stage runs at least one), not {value!r}')
-    return None
+from torchassistant.spec.rules import num_epochs_problem
 
 
 class EpochsCompleted:

@@ -54,8 +54,8 @@ class DecodeText:
 
 def target_decoder(session):
     """The one preprocessor with `decode` that makes the targets of the session's data loaders."""
-    from torchassistant.collators import example_elements
-    from torchassistant.data import preprocessors_of
+    from torchassistant.run.data import preprocessors_of
+    from torchassistant.spec.rules import example_elements
     found = {}
     for name, loader in zip(session.defined['data_loaders'], session.every('data_loaders')):
         dataset = loader.dataset

@@ -14,7 +14,6 @@ from torchvision.utils import make_grid
 
 from torchassistant.collators import BatchDivide
 
-
 # ---- data ----------------------------------------------------------------------------------------
 
 class MnistImages(Dataset):

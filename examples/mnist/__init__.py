@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 from torchvision.transforms import ToTensor
+
 from torchassistant.collators import BatchDivide
 
 

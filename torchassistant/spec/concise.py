@@ -34,16 +34,16 @@ import math
 import random
 import sys
 from dataclasses import dataclass, field
+from typing import Optional
 
 import jsonschema
 import torch
 
-from torchassistant import build, errors
-from torchassistant.collators import example_elements
-from torchassistant.data import SLICES, preprocessors_of, slice_reference
-from torchassistant.errors import SpecError
+from torchassistant.core import errors
+from torchassistant.core.errors import SpecError
 from torchassistant.spec import rules, validate
 from torchassistant.spec.loader import Document, format_path
+from torchassistant.spec.rules import SLICES, example_elements, slice_reference
 from torchassistant.spec.schema import EXPLICIT
 
 DATA_GROUPS = ('datasets', 'splits', 'preprocessors', 'collators', 'data_loaders')
@@ -101,8 +101,8 @@ def _is_image(value):
 class Origin:
     """Where a part of the expanded spec comes from: `path` in the user's file, or `rule` (with
     `anchor`, the user's path nearest to it, for sorting) when it was filled in."""
-    path: tuple = None
-    rule: str = None
+    path: Optional[tuple] = None
+    rule: Optional[str] = None
     anchor: tuple = ()
 
 
@@ -151,7 +151,7 @@ class Expansion:
     spec: dict
     notes: list = field(default_factory=list)
     filled: dict = field(default_factory=dict)
-    document: Document = None
+    document: Optional[Document] = None
 
     def filled_definitions(self):
         """(group, name, rule) of every filled-in definition, in build order."""
@@ -165,20 +165,21 @@ def is_explicit(data):
     return jsonschema.Draft202012Validator(EXPLICIT).is_valid(data)
 
 
-def expand(document, learned):
-    """The Expansion of a training spec that passed `validate.check_training`. Builds the data part
-    (drawing splits and fitting preprocessors into `learned`, or restoring them from it); raises
-    SpecError, located in the user's file, where a rule cannot decide."""
+def expand(document, probe):
+    """The Expansion of a training spec that passed `validate.check_training`. `probe` builds the data
+    part and answers about it (`assembly.probe.DataProbe`: drawing splits and fitting preprocessors
+    into the session's learned state, or restoring them from it); raises SpecError, located in the
+    user's file, where a rule cannot decide."""
     if is_explicit(document.data):
         return Expansion(document.data, document=document)
     with _random_streams_kept():
-        return _Expander(document, learned).run()
+        return _Expander(document, probe).run()
 
 
-def prepare(document, learned, stream=None, quiet=False):
+def prepare(document, probe, stream=None, quiet=False):
     """What the commands call: the expanded spec as a located Document, checked by validation as a
     whole; the notes are printed to `stream` unless `quiet`. An explicit spec comes back as it is."""
-    expansion = expand(document, learned)
+    expansion = expand(document, probe)
     if expansion.document is document:
         return document
     if not quiet:
@@ -224,8 +225,8 @@ class _Item:
     group: str
     name: str
     spec: dict
-    path: tuple = None
-    rule: str = None
+    path: Optional[tuple] = None
+    rule: Optional[str] = None
     defaults: tuple = ()      # loader kwargs filled in (R5) into a user's definition
 
     def definition(self):
@@ -233,13 +234,12 @@ class _Item:
 
 
 class _Expander:
-    def __init__(self, document, learned):
+    def __init__(self, document, probe):
         self.document = document
-        self.learned = learned
+        self._probe = probe
         self.data = []            # the data part: the user's, then R1-R5 (_Item)
         self.computation = []     # the computation part: the user's, then R6
         self.notes = []
-        self._entities = None
         self._built = None        # how many data items the built entities hold
         self._signatures = {}
 
@@ -544,29 +544,24 @@ class _Expander:
         return (item.path + path[3:-1]) if item.path else ()
 
     # -- building and reading the data --
-    def entities(self):
-        """The data part built so far (rebuilt when items were added since)."""
+    def probe(self):
+        """The probe, with the data part built so far (rebuilt when items were added since)."""
         if self._built != len(self.data):
-            view = self.located(self.data)
-            self._entities = build.build(view, self.learned, torch.device('cpu'))
+            self._probe.build(self.located(self.data))
             self._built = len(self.data)     # (a restored split that no longer fits its data: build says so)
-        return self._entities
-
-    def dataset(self, name):
-        return self.entities().dataset(name)
+        return self._probe
 
     def length(self, name):
-        return errors.call_user_code(f'{self.describe(name)}: len() failed', len, self.dataset(name))
+        return errors.call_user_code(f'{self.describe(name)}: len() failed', self.probe().length, name)
 
     def signature(self, name):
         """The kinds of the elements of example 0 of dataset (or slice) `name`."""
         if name not in self._signatures:
-            dataset = self.dataset(name)
             where = self.describe(name)
             if not self.length(name):
                 self.fail(self.where_of(name), f'dataset {name} has no examples, so the types the concise spec '
                           f'is filled in from cannot be read')
-            example = errors.call_user_code(f'{where}: reading its example 0 failed', dataset.__getitem__, 0)
+            example = errors.call_user_code(f'{where}: reading its example 0 failed', self.probe().example, name)
             self._signatures[name] = tuple(kind_of(e) for e in example_elements(example))
         return self._signatures[name]
 
@@ -585,7 +580,7 @@ class _Expander:
         """The num_classes the preprocessors at element `index` of `datasets` report (one, or None)."""
         reported = {}
         for name in datasets:
-            for layer in preprocessors_of(self.dataset(name)):
+            for layer in self.probe().preprocessors(name):
                 if len(layer) > index and getattr(layer[index], 'num_classes', None) is not None:
                     reported.setdefault(int(layer[index].num_classes), name)
         if len(reported) > 1:
@@ -598,7 +593,7 @@ class _Expander:
         """Text targets are decoded by the preprocessor that made them: each dataset needs one."""
         for name in datasets:
             if not any(len(layer) >= n and hasattr(layer[n - 1], 'decode')
-                       for layer in preprocessors_of(self.dataset(name))):
+                       for layer in self.probe().preprocessors(name)):
                 self.fail(self.where_of(name), f'cannot fill in the loss and metrics (R6): cannot decode predictions: '
                           f'the text targets of {name} are not made by a preprocessor with decode(ids); leave '
                           f'preprocessors to be filled in, or define losses and metrics yourself')
@@ -684,6 +679,7 @@ class _Expander:
 def _loader_parameters():
     """DataLoader's parameters after the dataset, in order (what positional "args" fill)."""
     import inspect
+
     from torch.utils.data import DataLoader
     return list(inspect.signature(DataLoader).parameters)[1:]
 

@@ -1,6 +1,7 @@
 """Overrides: an evaluation or inference spec's `initialize` block merged into the training spec.
 
-- an object merges into the original key by key, recursively;
+- an object merges into the original key by key, recursively; an object that names a `class` replaces
+  the original's `factory_fn` and the other way round (its `args` and `kwargs` still merge);
 - a list replaces the original list;
 - {"options": [...], "replace_strategy": "override", "override_key": [fields]} merges list items:
   an item whose override-key fields equal an original item's merges into it, others are appended;
@@ -12,6 +13,8 @@ merged spec is located in the file that holds the culprit.
 import copy
 
 from torchassistant.spec.loader import Document
+
+BUILT_BY = ('class', 'factory_fn')
 
 
 class MergeError(Exception):
@@ -38,6 +41,9 @@ def merge(original, override, path=(), origins=None, at=()):
                          f'unknown replace_strategy "{strategy}"; use "override" or "replace"')
     if isinstance(override, dict) and isinstance(original, dict):
         merged = copy.deepcopy(original)
+        for either, other in (BUILT_BY, BUILT_BY[::-1]):
+            if either in override and other not in override:
+                pass       # "class" and "factory_fn" are alternatives: the override's is used
         for key, value in override.items():
             merged[key] = merge(original.get(key), value, path + (key,), origins, at + (key,))
         return merged

@@ -4,7 +4,6 @@
 prints one so an editor can complete and underline specs. Semantics that a schema cannot express
 (references, importable classes, signatures, graphs) are checked in `torchassistant.spec.validate`.
 """
-import sys
 
 GROUPS = ('datasets', 'splits', 'preprocessors', 'collators', 'data_loaders', 'models', 'optimizers',
           'losses', 'metrics', 'batch_processors', 'batch_graphs', 'gradient_clippers', 'backward_hooks')
@@ -169,22 +168,43 @@ EVALUATION = {
 INFERENCE = {
     '$schema': 'https://json-schema.org/draft/2020-12/schema',
     'title': 'TorchAssistant inference spec',
-    **_object({'session_dir': _STRING, 'inference_pipeline': _STRING,
+    **_object({'session_dir': _STRING,
+               'inference_pipeline': {**_STRING, 'description': 'missing: the first pipeline of the session'},
                'inputs_meta': {'type': 'array', 'minItems': 1, 'items': _object(
                    {'input_converter': _CALLABLE, 'input_port': _STRING}, ['input_converter'])},
                'results': _NAMES, 'post_processor': _CALLABLE, 'output_device': _CALLABLE,
+               'input_adapter': {**_CALLABLE, 'description': 'accepted and ignored, as the original TorchAssistant '
+                                                             'ignored it: batch processors adapt their inputs'},
                'initialize': _OVERRIDES, 'checkpoint': _CHECKPOINT, **RUNTIME},
-              ['session_dir', 'inference_pipeline', 'inputs_meta']),
+              ['session_dir', 'inputs_meta']),
 }
 
-SCHEMAS = {'training': TRAINING, 'evaluation': EVALUATION, 'inference': INFERENCE}
+_BOUNDS = {'type': 'array', 'items': {'type': 'number'}, 'minItems': 2, 'maxItems': 2,
+           'description': '[low, high], both included'}
+_PARAMETER = {'oneOf': [
+    _object({'float': _BOUNDS, 'log': {'type': 'boolean'}, 'step': _POSITIVE}, ['float']),
+    _object({'int': {**_BOUNDS, 'items': {'type': 'integer'}}, 'log': {'type': 'boolean'},
+             'step': {'type': 'integer', 'minimum': 1}}, ['int']),
+    _object({'choices': {'type': 'array', 'minItems': 1}}, ['choices']),
+], 'description': '{"float": [low, high], "log", "step"}, {"int": [low, high], "log", "step"} or {"choices": [...]}'}
 
+SWEEP = {
+    '$schema': 'https://json-schema.org/draft/2020-12/schema',
+    'title': 'TorchAssistant sweep spec',
+    **_object({'sweep_dir': _STRING,
+               'training_spec': {**_STRING, 'description': 'the training spec, relative to the sweep file'},
+               'trials': {'type': 'integer', 'minimum': 1, 'description': 'trials in the study, all machines together'},
+               'objective': _object({'metric': {**_STRING, 'description': 'a display name of a validation pipeline'},
+                                     'direction': {'enum': ['maximize', 'minimize']}}, ['metric']),
+               'parameters': {'type': 'object', 'minProperties': 1, 'additionalProperties': _PARAMETER,
+                              'description': 'override path -> search space'},
+               'sampler': {'enum': ['tpe', 'random', 'grid'], 'description': 'default "tpe"'},
+               'pruner': {'enum': ['median', 'hyperband', 'none'], 'description': 'default "median"'},
+               'storage': {'type': ['string', 'null'],
+                           'description': 'an Optuna storage URL; default: an SQLite file in sweep_dir'},
+               'study_name': _STRING,
+               'seed': {'type': 'integer', 'minimum': 0, 'description': 'the sampler\'s seed'}},
+              ['sweep_dir', 'training_spec', 'trials', 'objective', 'parameters']),
+}
 
-def main(argv=None):
-    """`python -m torchassistant.schema KIND`: print a schema; a closed pipe (`| head`) ends quietly."""
-    from torchassistant.cli import schema_main     # the one place errors become exit codes
-    sys.exit(schema_main(argv))
-
-
-if __name__ == '__main__':
-    main()
+SCHEMAS = {'training': TRAINING, 'evaluation': EVALUATION, 'inference': INFERENCE, 'sweep': SWEEP}

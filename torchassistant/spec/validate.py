@@ -11,12 +11,10 @@ import math
 import jsonschema
 from torch.utils.data import DataLoader
 
-from torchassistant import resolve
-from torchassistant.data import SLICES, slice_reference
-from torchassistant.errors import SpecError
+from torchassistant.core import resolve
+from torchassistant.core.errors import SpecError
 from torchassistant.spec import rules
 from torchassistant.spec.schema import GROUPS, SCHEMAS
-from torchassistant.stop_conditions import EpochsCompleted, num_epochs_problem
 
 _JSON_TYPES = {dict: 'an object', list: 'a list', str: 'a string', bool: 'true/false', int: 'a number',
                float: 'a number', type(None): 'null'}
@@ -232,7 +230,7 @@ class _Semantics:
 
     def dataset_ref(self, path, name, before):
         """A dataset name, or a split's slice: "SPLIT.train" or "SPLIT[0]" (train, val, test)."""
-        split_slice = slice_reference(name)
+        split_slice = rules.slice_reference(name)
         if name in self.defined['datasets'] or split_slice is None:
             return self.ref(path, name, 'datasets', before)
         split, part = split_slice
@@ -241,7 +239,7 @@ class _Semantics:
         spec = self.spec_of('splits', split)
         if spec is None:
             return True    # the split itself is malformed; its slices are unknown
-        slices = SLICES[:len(spec['ratio'])]
+        slices = rules.SLICES[:len(spec['ratio'])]
         if part not in slices:
             if name.endswith(']'):
                 self.add(path, f'split "{split}" has slices {", ".join(f"{split}[{i}]" for i in range(len(slices)))} '
@@ -397,9 +395,8 @@ class _Semantics:
                 if source not in nodes and source not in ports:
                     self.add(path + ('ingoing_edges', target, j), f'"{source}" is neither a node nor an input port'
                              + resolve.suggest(source, nodes + ports))
-        from torchassistant.graph import topological_order
         try:
-            topological_order(nodes, edges)
+            rules.topological_order(nodes, edges)
         except ValueError as e:
             self.add(path + ('ingoing_edges',), f'the graph has a {e}')
             return
@@ -524,7 +521,7 @@ class _Semantics:
         condition_path = path + ('stop_condition',)
         if 'stop_condition' in stage and self.sound(condition_path):
             target = self.buildable(condition_path, stage['stop_condition'], 'stop_condition')
-            if target is EpochsCompleted:
+            if resolve.qualified_name(target) == rules.EPOCHS_COMPLETED:
                 self.check_epochs(condition_path, stage['stop_condition'])
 
     def check_stage_pipelines(self, path, stage, pipelines):
@@ -559,7 +556,7 @@ class _Semantics:
         return isinstance(pipelines.get(name), dict) and ('initialize', 'pipelines', name) not in self.bad
 
     def check_epochs(self, path, spec):
-        """EpochsCompleted counts whole epochs (the rule is stop_conditions.num_epochs_problem)."""
+        """EpochsCompleted counts whole epochs (the rule is rules.num_epochs_problem)."""
         kwargs, args = spec.get('kwargs', {}), spec.get('args', [])
         if 'num_epochs' in kwargs:
             where, value = ('kwargs', 'num_epochs'), kwargs['num_epochs']
@@ -567,7 +564,7 @@ class _Semantics:
             where, value = ('args', 0), args[0]
         else:
             return
-        problem = num_epochs_problem(value)
+        problem = rules.num_epochs_problem(value)
         if problem:
             self.add(path + where, problem)
 

@@ -16,9 +16,9 @@ import math
 
 import torch
 
-from torchassistant.errors import UserCodeError
-from torchassistant.graph import StepError
-from torchassistant.resolve import qualified_name
+from torchassistant.core.errors import UserCodeError
+from torchassistant.core.resolve import qualified_name
+from torchassistant.run.graph import StepError
 
 PRECISIONS = ('32', 'bf16-mixed', '16-mixed')
 

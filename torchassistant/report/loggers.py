@@ -30,9 +30,9 @@ class TensorBoard:
 
     def __init__(self, store, entities):
         try:
-            from torch.utils.tensorboard import SummaryWriter     # imported only when asked for
+            from torch.utils.tensorboard import SummaryWriter  # imported only when asked for
         except ImportError as e:
-            from torchassistant.errors import UsageError
+            from torchassistant.core.errors import UsageError
             raise UsageError('the "tensorboard" logger (train.loggers) needs the tensorboard package: '
                              'pip install tensorboard (or pip install "torchassistant[tensorboard]")') from e
         self.writer = SummaryWriter(log_dir=store.folder('tensorboard'))
@@ -81,7 +81,7 @@ class Plots:
 
     def on_checkpoint_saved(self, stage, progress, path):
         if progress.batch == 0:
-            from torchassistant import plots       # matplotlib: only when asked for
+            from torchassistant.report import plots  # matplotlib: only when asked for
             plots.write(self.store.path)
 
 

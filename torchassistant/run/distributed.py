@@ -46,7 +46,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset, RandomSampler, Sampler, SequentialSampler
 
-from torchassistant.errors import TorchAssistantError, UsageError
+from torchassistant.core.errors import TorchAssistantError, UsageError
 
 LAUNCH_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 TIMEOUT_VARIABLE = 'TORCHASSISTANT_DISTRIBUTED_TIMEOUT'
@@ -206,14 +206,6 @@ class World:
             dist.barrier(device_ids=[self.local_rank])
         elif self.size > 1:
             dist.barrier()
-
-    def positions(self, resume):
-        """Each pipeline's batches done in a mid-epoch checkpoint, in this run's batches: a checkpoint
-        of P processes, R batches each, has consumed the first R * P batches of the shared order."""
-        saved = resume.get('processes', 1)
-        if saved == self.size:
-            return dict(resume['positions'])
-        return {name: done * saved // self.size for name, done in resume['positions'].items()}
 
     def _shards(self, entities, even):
         for loader in entities.data_loaders.values():

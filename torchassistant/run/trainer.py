@@ -15,9 +15,11 @@ import time
 
 import torch
 
-from torchassistant import checkpoint, distributed, errors, resolve
-from torchassistant.graph import StepError
-from torchassistant.pipeline import Meters
+from torchassistant.core import errors, resolve
+from torchassistant.run import distributed
+from torchassistant.run.graph import StepError
+from torchassistant.run.meters import Meters
+from torchassistant.session import checkpoint
 
 
 def run_pipelines(pipelines, eval_steps=1.0, phase='validation', precision=None, on_batch=None):
@@ -98,10 +100,10 @@ class Trainer:
         meters = {p.name: Meters(p) for p in stage.training}
         positions = {p.name: 0 for p in stage.training}
         if resume is not None:
-            positions.update(self.world.positions(resume))
-            for name, state in resume['meters'].items() if self.world.is_main else ():   # sums of all processes
+            positions.update(resume.positions_for(self.world.size))
+            for name, state in resume.meters.items() if self.world.is_main else ():   # sums of all processes
                 meters[name].load_state_dict(state)
-            loaders_at_start = resume['loaders']
+            loaders_at_start = resume.loaders
         running = lambda local=True: {k: v for m in meters.values() for k, v in m.values(local).items()}  # noqa: E731
         total = sum(p.num_batches() for p in stage.training)
         self.events.emit('epoch_start', stage, number, total)
@@ -109,7 +111,7 @@ class Trainer:
             pipeline.train(True)
         active = [(p, p.batches(skip=positions[p.name])) for p in stage.training]
         if resume is not None:
-            checkpoint.restore_rng(resume['rng'])     # the iterators are made: now the RNG as it was
+            checkpoint.restore_rng(resume.rng)     # the iterators are made: now the RNG as it was
         done, rounds = sum(positions.values()), progress.batch
         on_batch = self.events.handlers['batch_end']
         self.checkpoint_every.reset()
@@ -131,10 +133,9 @@ class Trainer:
                 saved = False
                 if active and (self.stop.signum or self.checkpoint_every.due(rounds)) and self.step.at_boundary():
                     progress.batch, saved = rounds, True
-                    self.save(stage, progress, {'positions': dict(positions), 'processes': self.world.size,
-                                                'loaders': loaders_at_start,
-                                                'meters': {n: m.state_dict() for n, m in meters.items()},
-                                                'rng': checkpoint.rng_state()})
+                    self.save(stage, progress, checkpoint.EpochState(
+                        dict(positions), self.world.size, loaders_at_start,
+                        {n: m.state_dict() for n, m in meters.items()}, checkpoint.rng_state()))
                     self.checkpoint_every.reset()
                 if self.stop.signum:
                     raise errors.Interrupted(self.stop.signum, f'in epoch {progress.epoch + 1} (stage {stage.index}, '

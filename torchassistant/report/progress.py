@@ -6,8 +6,14 @@ On a terminal, a tqdm line per epoch that is replaced by the epoch's row, then a
     Epoch     1 [acc 0.8693, loss 0.4311] |███▌      | 366 / 1875 [00:04<00:19, 79.3 it/s]
     Epoch     1 [acc 0.9421, loss 0.1903, val acc 0.9387, val loss 0.2015]
 
-In a log (not a terminal) there is no `\\r`: a plain progress line every `log_seconds` or 10 % of the
-epoch, and the row. Running metrics (a host sync) are read only when a line is drawn.
+In a log (not a terminal), and on a terminal that reports no size (0 columns or 0 rows: `script`, some CI
+and container pseudo-terminals, where tqdm would draw nothing), there is no `\\r`: a plain progress line
+every `log_seconds` or 10 % of the epoch, and the row. Running metrics (a host sync) are read only when a
+line is drawn.
+
+The end-of-training summary names each stage's best epoch by `train.best_metric` if the spec gives one,
+else by `best_epoch`'s default (the first validation metric); a stage that trains several pipelines (a
+GAN's two players) has no one objective to default to, so it names none.
 """
 import math
 import os
@@ -34,16 +40,18 @@ class ConsoleProgress:
         self.stream = stream or sys.stdout
         self.best_metric = best_metric or {}     # the spec's train.best_metric decides "best", if given
         self.quiet = quiet
-        self.live = not quiet and _isatty(self.stream)
+        self.live = not quiet and live_terminal(self.stream)
         self.interval = interval
         self.log_seconds = log_seconds
         self.bar = None
         self.session = None
+        self.trained = {}        # stage index -> how many pipelines it trains (from the trainer's stages)
 
     # -- events --
     def on_training_start(self, trainer, progress):
         self.session = trainer.store.path
         self.first_epoch = progress.epoch
+        self.trained = {stage.index: len(stage.training) for stage in trainer.stages}
 
     def on_stage_start(self, stage, progress):
         self._print(f'Training stage {stage.index} in progress')
@@ -96,10 +104,15 @@ class ConsoleProgress:
         lines = [f'Training finished: {epochs} epoch(s) in {_clock(seconds)} (all {progress.stage} stage(s) done, '
                  f'{progress.epoch} epochs in total)']
         for stage, rows in sorted(progress.history.items()):
-            best = best_epoch(rows, self.best_metric.get('name'), self.best_metric.get('mode', 'min') if self.best_metric else None)
+            mode = self.best_metric.get('mode', 'min') if self.best_metric else None
+            pipelines = self.trained.get(int(stage), 1)
+            best = best_epoch(rows, self.best_metric.get('name'), mode, pipelines)
             if best is not None:
                 number, name, value = best
                 lines.append(f'  stage {stage}: best {name} {value:.4f} at epoch {number} of {len(rows)}')
+            elif rows and pipelines > 1:
+                lines.append(f'  stage {stage}: no best epoch named: it trains {pipelines} pipelines, so no one '
+                             f'metric says which epoch is best; train.best_metric names one')
         lines.append(f'  metrics: {os.path.join(self.session, "metrics")}/<stage>.csv; checkpoints: '
                      f'{os.path.join(self.session, "checkpoints")}')
         print('\n'.join(lines), file=self.stream, flush=True)
@@ -116,12 +129,14 @@ def lower_is_better(name):
                for w in words)
 
 
-def best_epoch(rows, name=None, mode=None):
+def best_epoch(rows, name=None, mode=None, pipelines=1):
     """(epoch number, metric, value) of the best row by `name` (`mode` "min" or "max"), by default the
     first validation metric ("val ...") else the first metric, lower-is-better for losses and error
-    rates; None when there is nothing to compare."""
+    rates; None when there is nothing to compare. Without a `name`, a stage that trains several
+    `pipelines` has no default: its metrics measure different players (a GAN's discriminator accuracy is
+    highest when the generator is worst), so None."""
     names = list(dict.fromkeys(k for row in rows for k in row))
-    if not names:
+    if not names or (name is None and pipelines > 1):
         return None
     name = name or next((n for n in names if n.startswith('val')), names[0])
     scored = [(row[name], i) for i, row in enumerate(rows, start=1) if name in row and row[name] == row[name]]
@@ -138,6 +153,18 @@ def _clock(seconds):
     seconds = int(seconds)
     hours, rest = divmod(seconds, 3600)
     return (f'{hours}:' if hours else '') + f'{rest // 60:02d}:{rest % 60:02d}'
+
+
+def live_terminal(stream):
+    """Whether `stream` gets a live bar: a terminal, unless it reports 0 columns or 0 rows (tqdm then
+    draws nothing at all); one whose size cannot be read (no file descriptor) is taken as it says."""
+    if not _isatty(stream):
+        return False
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return True
+    return size.columns > 0 and size.lines > 0
 
 
 def _isatty(stream):

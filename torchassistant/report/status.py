@@ -2,22 +2,26 @@
 progress and metric history from the newest intact checkpoint (plain data), the checkpoints kept,
 and SESSION/train.lock, which says whether a trainer holds the session now.
 
+The spec read is the one training runs: for a concise spec, the explicit spec it was filled in to at
+init (SESSION/expanded.json), else SESSION/spec.json.
+
 The best epoch of a stage: by the spec's `train.best_metric` ({"name", "mode"}, what best.pt
 follows) when the stage records that metric; else by the rule the end-of-training summary uses
-(`torchassistant.progress.best_epoch`): the first validation metric ("val ..."), else the first
-metric, lower is better for losses and error rates and higher for everything else.
+(`torchassistant.report.progress.best_epoch`): the first validation metric ("val ..."), else the first
+metric, lower is better for losses and error rates and higher for everything else; none for a stage
+that trains several pipelines (a GAN's players), which has no one objective.
 """
 import json
 import math
 import os
-import socket
 from dataclasses import asdict, dataclass
+from typing import Optional
 
-from torchassistant import store as session_store
-from torchassistant.cli import command_hint
-from torchassistant.progress import best_epoch, format_metrics, lower_is_better
+from torchassistant.core.hints import Hint
+from torchassistant.report.progress import best_epoch, format_metrics, lower_is_better
+from torchassistant.session import lock as session_lock
+from torchassistant.session.store import SessionStore
 from torchassistant.spec import loader
-from torchassistant.store import SessionStore
 
 
 @dataclass
@@ -25,9 +29,9 @@ class StageStatus:
     index: int
     rows: list               # {display name: value} per finished epoch of the stage, epoch 1 first
     state: str               # "finished", "in progress" or "not started"
-    monitored: str = None    # the metric that decides the best epoch
-    lower_is_better: bool = None
-    best_epoch: int = None   # 1-based epoch of the stage (as printed and in metrics/<stage>.csv)
+    monitored: Optional[str] = None    # the metric that decides the best epoch
+    lower_is_better: Optional[bool] = None
+    best_epoch: Optional[int] = None   # 1-based epoch of the stage (as printed and in metrics/<stage>.csv)
 
 
 @dataclass
@@ -35,7 +39,8 @@ class SessionStatus:
     path: str
     epoch: int               # epochs finished over all stages (the newest intact checkpoint)
     batch: int               # batches into the next epoch when that checkpoint is a mid-epoch one, else 0
-    stage: int               # the stage that runs next; == num_stages when complete
+    stage: Optional[int]     # the stage that runs next (or now); None when complete
+    stages_done: int         # stages finished: == num_stages when complete
     num_stages: int
     complete: bool
     stages: list
@@ -47,21 +52,25 @@ class SessionStatus:
 def read(session_dir):
     """The status of the session at `session_dir`; reads files only."""
     store = SessionStore.open(session_dir)
-    train = loader.load_file(store.spec_file()).data['train']
+    spec = store.expanded_spec() or loader.load_file(store.spec_file()).data    # a concise spec, filled in
+    train = spec['train']
     ident, state = store.latest_checkpoint()
     progress = state['progress']
     history = progress['history']
     stages = [_stage(index, history.get(index, history.get(str(index), [])), progress['stage'],
-                     train.get('best_metric')) for index in range(len(train['stages']))]
+                     train.get('best_metric'), len(stage['training_pipelines']))
+              for index, stage in enumerate(train['stages'])]
     best = store.best_record()
     if best is not None and not os.path.isfile(os.path.join(store.path, 'checkpoints', 'best.pt')):
         best = None
-    return SessionStatus(store.path, ident.epoch, ident.batch, progress['stage'], len(train['stages']),
-                         progress['stage'] >= len(train['stages']), stages,
+    done = min(progress['stage'], len(train['stages']))
+    complete = done == len(train['stages'])
+    return SessionStatus(store.path, ident.epoch, ident.batch, None if complete else done, done,
+                         len(train['stages']), complete, stages,
                          [i.name for i in store.checkpoint_ids()], best, training_lock(store.path))
 
 
-def _stage(index, rows, next_stage, best_metric):
+def _stage(index, rows, next_stage, best_metric, pipelines=1):
     state = 'finished' if index < next_stage else 'in progress' if index == next_stage and rows else 'not started'
     status = StageStatus(index, rows, state)
     if best_metric and any(best_metric['name'] in row for row in rows):
@@ -70,32 +79,15 @@ def _stage(index, rows, next_stage, best_metric):
                   if isinstance(row.get(name), (int, float)) and not math.isnan(row[name])]
         status.monitored, status.lower_is_better = name, lower
         status.best_epoch = min(scored)[1] if scored else None
-    elif best_epoch(rows) is not None:
-        status.best_epoch, status.monitored, _ = best_epoch(rows)
+    elif best_epoch(rows, pipelines=pipelines) is not None:
+        status.best_epoch, status.monitored, _ = best_epoch(rows, pipelines=pipelines)
         status.lower_is_better = lower_is_better(status.monitored)
     return status
 
 
 def training_lock(session_dir):
     """Whether a trainer holds the session now, from SESSION/train.lock (read, never written here)."""
-    path = os.path.join(session_dir, session_store.LOCK)
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        return {'state': 'not running'}
-    except OSError as e:
-        return {'state': 'unknown', 'why': f'{path} cannot be read ({e.strerror})'}
-    holder = session_store._parse_lock(text)      # the store's own reading of its lock file
-    if holder is None:
-        return {'state': 'unknown', 'why': f'{path} does not say who holds it (a trainer may be starting)'}
-    found = {key: holder.get(key) for key in ('pid', 'host', 'since', 'command')}
-    if session_store._is_stale(holder):
-        return {'state': 'stale lock', **found}
-    if holder['host'] != socket.gethostname():
-        return {'state': 'unknown', **found, 'why': f'it is held on host "{holder["host"]}", which this host '
-                                                    f'cannot check'}
-    return {'state': 'running', **found}
+    return session_lock.inspect(os.path.join(session_dir, session_lock.LOCK))
 
 
 # ---- showing it ----------------------------------------------------------------------------------
@@ -104,9 +96,9 @@ def to_json(status):
     return json.dumps(asdict(status), indent=2)
 
 
-def describe(status):
-    """The status as a few lines of text."""
-    lines = [f'Session "{status.path}"', f'  {_overall(status)}', f'  {_running(status.running)}']
+def describe(status, prefix_of=None):
+    """The status as a few lines of text (`prefix_of` renders the command that continues it)."""
+    lines = [f'Session "{status.path}"', f'  {_overall(status, prefix_of)}', f'  {_running(status.running)}']
     for stage in status.stages:
         epochs = f'{len(stage.rows)} epoch{"s" if len(stage.rows) != 1 else ""}'
         lines.append(f'Stage {stage.index}: {stage.state}, {epochs}')
@@ -127,12 +119,13 @@ def describe(status):
     return '\n'.join(lines)
 
 
-def _overall(status):
+def _overall(status, prefix_of=None):
     if status.complete:
         return (f'training complete: all {status.num_stages} stage{"s" if status.num_stages != 1 else ""} '
                 f'finished, {status.epoch} epochs')
     at = f'{status.epoch} epochs' + (f' and {status.batch} batches of the next' if status.batch else '')
-    resume = '' if status.running['state'] == 'running' else f'; continue with: {command_hint("train", status.path)}'
+    running = status.running['state'] == 'running'
+    resume = '' if running else f'; continue with: {Hint("train", status.path).render(prefix_of)}'
     going = 'in progress' if status.stages[status.stage].state == 'in progress' or status.batch else 'runs next'
     return f'training not complete: {at} done, stage {status.stage} ({status.stage + 1} of {status.num_stages}) ' \
            f'{going}{resume}'

@@ -1,8 +1,20 @@
 """What a checkpoint holds, and putting it back: weights, optimizer and scheduler state, training
 progress, metric history and every random number generator that decides what happens next.
 
-Everything is kept as plain data (tensors, numbers, strings, lists, tuples, dicts), which is what
-session files may hold: they are loaded with torch.load(weights_only=True), which runs no code.
+    {"progress":    Progress as a dict: epoch, stage, stage_epoch, history {stage: [rows]}, batch,
+     "models":      {model name: state_dict},
+     "optimizers":  {optimizer name: state_dict},
+     "schedulers":  {optimizer name: its LR scheduler's state_dict} (those that have one),
+     "loaders":     {data loader name: its generator's state} (what decides its next order),
+     "rng":         Python, torch, CUDA and NumPy generator states,
+     "step":        the TrainStep's state (its GradScaler),
+     "epoch_state": a mid-epoch checkpoint only (`batch` > 0): EpochState as a dict}
+
+This module is the only one that writes or reads that layout: `capture` and `restore` (and
+`restore_weights` for evaluation and inference) for the whole, `EpochState` and `epoch_state` for the
+epoch in progress. Everything is kept as plain data (tensors, numbers, strings, lists, tuples, dicts),
+which is what session files may hold: they are loaded with torch.load(weights_only=True), which runs
+no code.
 """
 import io
 import json
@@ -23,11 +35,35 @@ class Progress:
     batch: int = 0               # rounds done in the epoch in progress (a mid-epoch checkpoint), else 0
 
 
+@dataclass
+class EpochState:
+    """A mid-epoch checkpoint's own part: where the epoch in progress stands."""
+    positions: dict              # training pipeline name -> batches it has done, in each process
+    processes: int               # how many processes trained it (torchrun), each `positions` batches
+    loaders: dict                # each data loader's generator state at the epoch's start
+    meters: dict                 # training pipeline name -> its Meters' state_dict (sums over processes)
+    rng: dict                    # the RNG states at the checkpoint (rng_state())
+
+    def positions_for(self, processes):
+        """Each pipeline's batches done, counted in batches of a run on `processes` processes: a
+        checkpoint of P processes, R batches each, has consumed the first R * P batches of the shared
+        order."""
+        if processes == self.processes:
+            return dict(self.positions)
+        return {name: done * self.processes // processes for name, done in self.positions.items()}
+
+
+def epoch_state(state):
+    """The EpochState of a loaded checkpoint `state`, or None for an epoch-end one."""
+    saved = state.get('epoch_state')
+    if not saved:
+        return None
+    return EpochState(saved['positions'], saved.get('processes', 1), saved['loaders'], saved['meters'], saved['rng'])
+
+
 def capture(entities, progress, step=None, epoch_state=None):
     """Everything that decides what happens next. `step`: the TrainStep (its GradScaler); `epoch_state`
-    (mid-epoch checkpoints only): each pipeline's position, its running meters, the processes that
-    trained it (several under torchrun), the loaders' generator
-    states at the epoch's start and the RNG states at the checkpoint."""
+    (mid-epoch checkpoints only): the EpochState of the epoch in progress."""
     state = {
         'progress': vars(progress).copy(),
         'models': {name: model.state_dict() for name, model in entities.models.items()},
@@ -39,7 +75,7 @@ def capture(entities, progress, step=None, epoch_state=None):
         'step': step.state_dict() if step is not None else {},
     }
     if epoch_state is not None:
-        state['epoch_state'] = epoch_state
+        state['epoch_state'] = vars(epoch_state).copy()
     return state
 
 
@@ -90,7 +126,7 @@ def _load(entities, key, target, saved):
     try:
         target.load_state_dict(saved)
     except (RuntimeError, ValueError, KeyError) as e:
-        from torchassistant.errors import UsageError
+        from torchassistant.core.errors import UsageError
         said = str(e).strip().splitlines()
         detail = '; '.join(line.strip() for line in said[:4]) + (' [...]' if len(said) > 4 else '')
         raise UsageError(f'{entities.where.get(key, key[1])}: the checkpoint\'s {key[0][:-1]} "{key[1]}" does not fit '
@@ -100,10 +136,10 @@ def _load(entities, key, target, saved):
 def restore(entities, state, step=None):
     """Load everything training needs to continue exactly where the checkpoint was taken. For a
     mid-epoch checkpoint the loaders go back to the epoch's start (the trainer then skips the
-    batches done) and `state['epoch_state']` is for the trainer."""
+    batches done; `epoch_state(state)` is for the trainer)."""
     restore_weights(entities, state)
-    epoch_state = state.get('epoch_state')
-    loaders = epoch_state['loaders'] if epoch_state else state['loaders']
+    resume = epoch_state(state)
+    loaders = resume.loaders if resume else state['loaders']
     for name, loader in entities.data_loaders.items():
         if name in loaders and loader.generator is not None:
             loader.generator.set_state(loaders[name])

@@ -11,13 +11,16 @@ import random
 import weakref
 import zlib
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-from torchassistant import distributed, errors, graph, resolve, step
-from torchassistant.data import PreprocessedDataset, ResumableLoader, Split, draw_split, slice_reference
-from torchassistant.pipeline import Criterion, Feed, Pipeline, Use
+from torchassistant.core import errors, resolve
+from torchassistant.run import distributed, graph, step
+from torchassistant.run.data import PreprocessedDataset, ResumableLoader, Split, draw_split
+from torchassistant.run.pipeline import Criterion, Feed, Pipeline, Use
 from torchassistant.spec import rules
+from torchassistant.spec.rules import slice_reference
 from torchassistant.spec.schema import GROUPS
 
 
@@ -29,7 +32,7 @@ class Optimizer:
     model_name: str
     optimizer: torch.optim.Optimizer
     scheduler: object = None
-    monitor: str = None          # the displayed metric a scheduler like ReduceLROnPlateau steps with
+    monitor: Optional[str] = None          # the displayed metric a scheduler like ReduceLROnPlateau steps with
 
 
 @dataclass
@@ -119,7 +122,7 @@ class LearnedState:
     def state_dict(self):
         """The state as plain data (what session files hold); a preprocessor whose fitted state is not
         plain data is an error naming it, at init, rather than a file that cannot be loaded later."""
-        from torchassistant.checkpoint import plain_data_problem
+        from torchassistant.session.checkpoint import plain_data_problem
         for name, state in self.preprocessors.items():
             problem = plain_data_problem(state)
             if problem:
@@ -262,7 +265,7 @@ def _batch_processor(spec, name, entities, learned, device):
         for node in nodes:
             node.model.to(spec['device'])
     return graph.BatchProcessor(name, nodes, adapters.get('input_adapter'), adapters.get('output_adapter'),
-                                spec.get('device'))
+                                spec.get('device'), device)
 
 
 def _gradient_clipper(spec, name, entities, learned, device):
@@ -330,7 +333,8 @@ def build_stages(document, entities):
         condition_spec = spec['stop_condition']
         condition = errors.call_user_code(f'{where}: building the stop condition failed', instantiate,
                                           condition_spec, entities, 'stop_condition', spec_arguments=True)
-        pick = lambda key: [entities.pipelines[name] for name in spec.get(key, [])]  # noqa: E731
+        def pick(key, spec=spec):
+            return [entities.pipelines[name] for name in spec.get(key, [])]
         stages.append(Stage(index, pick('training_pipelines'), pick('validation_pipelines'),
                             pick('debug_pipelines'), spec.get('eval_steps', 1.0), condition, where))
     return stages

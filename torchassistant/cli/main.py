@@ -14,37 +14,32 @@ import sys
 import textwrap
 import traceback
 
-from torchassistant import errors, version
+from torchassistant import version
+from torchassistant.cli import hints
+from torchassistant.cli.hints import command_hint
+from torchassistant.core import errors
 
 EXIT_CODES = 'exit codes: 0 ok, 1 failure while running, 2 bad spec or usage, 130 interrupted (Ctrl+C), 143 SIGTERM'
 
 # ---- how the user runs a command -----------------------------------------------------------------
 
-_SCRIPTS = {'init': 'python init.py', 'check': 'python init.py --check', 'train': 'python train.py',
-            'evaluate': 'python evaluate.py', 'infer': 'python infer.py'}
-_console = None      # the console command's name while it runs ("torchassistant"); None: the root scripts
-
-
-def command_hint(command, *args):
-    """How to run `command` with `args`, in the form the user ran this program with:
-    `torchassistant train pretrained` from the console command, `python train.py pretrained` from
-    the root scripts (`python -m torchassistant status ...` for commands that have no script)."""
-    if _console:
-        prefix = f'{_console} {command}'
-    else:
-        prefix = _SCRIPTS.get(command, f'python -m torchassistant {command}')
-    return ' '.join([prefix, *map(str, args)])
-
-
 # ---- the commands' arguments (shared by both forms) ----------------------------------------------
 
 def _commands():
-    from torchassistant import commands     # imports torch: only when a command runs
+    from torchassistant.cli import commands  # imports torch: only when a command runs
     return commands
 
 
+def _set_option(parser, what):
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='PATH=VALUE',
+                        help=f'{what} (repeatable): PATH=VALUE sets a value that exists, +PATH=VALUE adds a key, '
+                             f'~PATH removes one. PATH is dotted (train.stages.0.stop_condition), a definition by '
+                             f'its name (optimizer.spec.kwargs.lr); VALUE is JSON, else a string')
+
+
 def _init(parser):
-    parser.add_argument('spec', help='training spec (.json)')
+    parser.add_argument('spec', help='training spec (.json, .yaml)')
+    _set_option(parser, 'override a value of the spec; the session records it')
     parser.add_argument('--force', action='store_true', help='replace an existing session folder with a fresh one')
     parser.add_argument('--check', action='store_true',
                         help='dry run: validate, build, run one batch through every pipeline; write nothing')
@@ -53,12 +48,13 @@ def _init(parser):
     def action(a):
         if a.expanded and not a.check:
             raise errors.UsageError(f'--expanded goes with --check: {command_hint("check", "--expanded", a.spec)}')
-        return _check_action(a) if a.check else _commands().init(a.spec, a.force)
+        return _check_action(a) if a.check else _commands().init(a.spec, a.force, overrides=a.overrides)
     return action
 
 
 def _check(parser):
-    parser.add_argument('spec', help='training spec (.json)')
+    parser.add_argument('spec', help='training spec (.json, .yaml)')
+    _set_option(parser, 'override a value of the spec')
     _expanded_option(parser)
     return _check_action
 
@@ -70,7 +66,7 @@ def _expanded_option(parser, prefix=''):
 
 
 def _check_action(a):
-    return _commands().check(a.spec, debug=a.debug, expanded=a.expanded)
+    return _commands().check(a.spec, debug=a.debug, expanded=a.expanded, overrides=a.overrides)
 
 
 def _run_options(parser, quiet=False):
@@ -88,8 +84,11 @@ def _run_options(parser, quiet=False):
 
 def _train(parser):
     parser.add_argument('session_dir', help='session folder created by init')
+    _set_option(parser, 'change what does not change what init built: a stop condition\'s arguments (more '
+                        'epochs: train.stages.0.stop_condition.kwargs.num_epochs=30) or a train option '
+                        '(checkpoint_every, loggers, non_finite...); the session records it')
     options = _run_options(parser, quiet=True)
-    return lambda a: _commands().train(a.session_dir, options=options(a))
+    return lambda a: _commands().train(a.session_dir, options=options(a), overrides=a.overrides)
 
 
 def _evaluate(parser):
@@ -125,6 +124,52 @@ def _plot(parser):
     return lambda a: _commands().plot(a.session_dir, a.out)
 
 
+def _deploy():
+    from torchassistant.cli import deploy  # imports torch: only when a command runs
+    return deploy
+
+
+def _checkpoint_option(parser, what):
+    def checkpoint(text):
+        if text in ('latest', 'best') or text.isdigit():
+            return int(text) if text.isdigit() else text
+        raise argparse.ArgumentTypeError(f'"latest", "best" or an epoch number, not {text!r}')
+    parser.add_argument('--checkpoint', type=checkpoint, metavar='best|latest|N',
+                        help=f'which checkpoint\'s weights {what} (overrides the spec\'s "checkpoint"; default latest)')
+
+
+def _export(parser):
+    parser.add_argument('spec', help='inference spec (.json): its session and pipeline')
+    parser.add_argument('--format', dest='fmt', required=True, choices=['safetensors', 'torch-export', 'onnx'],
+                        help='safetensors: the weights with metadata; torch-export: a torch.export program (.pt2); '
+                             'onnx: ONNX (torch.onnx.export, dynamo). Each file is checked against the pipeline on '
+                             'a few hundred examples of its data before it is written')
+    _checkpoint_option(parser, 'to export')
+    parser.add_argument('--out', metavar='PATH',
+                        help='the file to write (one model), or a folder for one file per model '
+                             '(default: SESSION/exports/MODEL.safetensors|.pt2|.onnx)')
+    return lambda a: _deploy().export(a.spec, a.fmt, checkpoint=a.checkpoint, out=a.out)
+
+
+def _serve(parser):
+    parser.add_argument('spec', help='inference spec (.json): its session, pipeline and input converters')
+    parser.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine '
+                                                           'only; 0.0.0.0 for every interface)')
+    parser.add_argument('--port', type=int, default=8000, help='port to listen on (default 8000; 0: any free one, '
+                                                               'printed)')
+    parser.add_argument('--max-batch', type=int, default=64,
+                        help='the most examples run as one batch; concurrent requests are batched (default 64)')
+    parser.add_argument('--max-wait-ms', type=float, default=5.0,
+                        help='how long a request waits for others to batch with (default 5 ms)')
+    parser.add_argument('--max-body', type=int, metavar='BYTES',
+                        help='the largest request body accepted; larger ones get 413 (default 16 MiB)')
+    _checkpoint_option(parser, 'to serve')
+    options = _run_options(parser)
+    return lambda a: _deploy().serve(a.spec, host=a.host, port=a.port, max_batch=a.max_batch,
+                                     max_wait_ms=a.max_wait_ms, max_body=a.max_body, checkpoint=a.checkpoint,
+                                     options=options(a))
+
+
 def _schema(parser):
     from torchassistant.spec.schema import SCHEMAS
     parser.add_argument('kind', choices=sorted(SCHEMAS), help='which spec format')
@@ -139,8 +184,10 @@ def _print_schema(schema):
 # name -> (how its arguments are added, one-line description, example arguments)
 _ARGUMENTS = {
     'init': (_init, 'Create a training session folder from a training spec.',
-             ['examples/mnist/training.json', '--force examples/mnist/training.json']),
-    'train': (_train, 'Train a session stage by stage; run again to resume.', ['pretrained']),
+             ['examples/mnist/training.json', '--force examples/mnist/training.json',
+              '--set optimizer.spec.kwargs.lr=3e-4 --set session_dir=runs/lr3e-4 examples/mnist/training.json']),
+    'train': (_train, 'Train a session stage by stage; run again to resume.',
+              ['pretrained', 'pretrained --set train.stages.0.stop_condition.kwargs.num_epochs=30']),
     'evaluate': (_evaluate, 'Print the metrics of the latest checkpoint on chosen pipelines.',
                  ['examples/mnist/evaluation.json']),
     'infer': (_infer, 'Run a pipeline forward on raw inputs through input converters.',
@@ -151,13 +198,21 @@ _ARGUMENTS = {
     'status': (_status, 'Where a session stands: stage, epoch, last and best metrics, checkpoints, '
                         'whether it is complete or training now. Reads only.', ['pretrained']),
     'plot': (_plot, 'Draw learning curves as PNG files, one per stage.', ['pretrained', 'pretrained --out curves']),
+    'export': (_export, 'Export the inference pipeline\'s models as safetensors, torch.export (.pt2) or ONNX, '
+                        'each checked against the pipeline before it is written.',
+               ['examples/mnist/inference.json --format onnx',
+                'examples/mnist/inference.json --format torch-export --checkpoint best --out lenet5.pt2']),
+    'serve': (_serve, 'Answer predictions over HTTP (POST /predict, as infer --json answers; /docs): concurrent '
+                      'requests are batched. SIGTERM or Ctrl+C: the requests in flight are answered, then it exits 0.',
+              ['examples/mnist/inference.json',
+               'examples/mnist/inference.json --port 8080 --max-batch 32']),
     'schema': (_schema, 'Print the JSON Schema of a spec format, for editors.',
                ['training > training.schema.json']),
 }
 
 
 def _epilog(name):
-    examples = '\n'.join(f'  {command_hint(name, args)}' for args in _ARGUMENTS[name][2])
+    examples = '\n'.join(f'  {hints.prefix_of(name)} {args}' for args in _ARGUMENTS[name][2])
     return f'example{"s" if len(_ARGUMENTS[name][2]) > 1 else ""}:\n{examples}\n\n{EXIT_CODES}'
 
 
@@ -180,8 +235,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None, prog='torchassistant'):
     """The console command: `torchassistant COMMAND ...` (`prog` is the name its hints use)."""
-    global _console
-    _console = prog
+    hints.use_console(prog)
     parser = _Parser(prog=prog, description='Config-driven training on top of PyTorch: a JSON spec in, '
                                             'a trained session folder out.',
                      epilog=f'{prog} COMMAND --help shows a command\'s arguments and an example.\n\n{EXIT_CODES}')
@@ -195,8 +249,7 @@ def main(argv=None, prog='torchassistant'):
 
 
 def _script(name, prog, argv):
-    global _console
-    _console = None
+    hints.use_console(None)
     return _run(_configure(_Parser(prog=prog, description=_ARGUMENTS[name][1], epilog=_epilog(name)), name), argv)
 
 
@@ -239,11 +292,11 @@ def _run(parser, argv):
         return errors.EXIT_FAILURE if result is False else 0
     except errors.Interrupted as e:       # SIGINT/SIGTERM while training: where it stopped, how to go on
         _traceback(debug)
-        print(f'\n{e.message}. Resume with: {command_hint("train", session)}', file=sys.stderr)
+        print(f'\n{e.render(hints.prefix_of)}. Resume with: {command_hint("train", session)}', file=sys.stderr)
         return e.exit_code
     except errors.TorchAssistantError as e:
         _traceback(debug)
-        print(f'error: {e.message}', file=sys.stderr)
+        print(f'error: {e.render(hints.prefix_of)}', file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:               # `torchassistant schema training | head`: the reader has enough
         _traceback(debug)

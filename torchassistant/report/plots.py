@@ -11,11 +11,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from torchassistant import status as session_status
-from torchassistant.cli import command_hint
-from torchassistant.errors import UsageError
-from torchassistant.progress import lower_is_better
-from torchassistant.store import atomic_write
+from torchassistant.core.errors import UsageError
+from torchassistant.core.hints import Hint
+from torchassistant.report import status as session_status
+from torchassistant.report.progress import lower_is_better
+from torchassistant.session import atomic
+from torchassistant.session.store import SessionStore
 
 PANEL_SIZE = (5.2, 3.6)      # inches, at DPI
 DPI = 100
@@ -82,23 +83,27 @@ def write(session_dir, out_dir=None):
     stages = [stage for stage in status.stages if stage.rows]
     if not stages:
         raise UsageError(f'session "{status.path}" has no finished epoch yet, so there is nothing to plot; '
-                         f'train it with: {command_hint("train", status.path)}')
-    out_dir = out_dir or os.path.join(status.path, 'plots')
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f'cannot create the folder for the plots "{out_dir}": {e.strerror}') from e
-    if not os.path.isdir(out_dir):
-        raise UsageError(f'"{out_dir}" is a file; --out expects a folder')
+                         f'train it with: ', Hint("train", status.path))
+    store = SessionStore(status.path) if out_dir is None else None     # the store writes SESSION/plots
+    if out_dir is not None:
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f'cannot create the folder for the plots "{out_dir}": {e.strerror}') from e
+        if not os.path.isdir(out_dir):
+            raise UsageError(f'"{out_dir}" is a file; --out expects a folder')
     paths = []
     session_name = os.path.basename(os.path.normpath(os.path.abspath(status.path)))
     for stage in stages:
         epochs = f'{len(stage.rows)} epoch{"s" if len(stage.rows) != 1 else ""}'
         fig = figure(stage.rows, f'Session "{session_name}", stage {stage.index} ({stage.state}, {epochs})',
                      stage.monitored, stage.best_epoch)
-        path = os.path.join(out_dir, f'stage_{stage.index}.png')
-        atomic_write(path, png(fig))    # temp + fsync + rename, as every file in a session folder
-        paths.append(path)
+        name = f'stage_{stage.index}.png'
+        if store is not None:
+            paths.append(store.write_plot(name, png(fig)))
+        else:
+            paths.append(os.path.join(out_dir, name))
+            atomic.write(paths[-1], png(fig))    # temp + fsync + rename there too
     return paths
 
 

@@ -2,24 +2,11 @@
 device moves."""
 import contextlib
 import gc
-import re
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset
 
-SLICES = ('train', 'val', 'test')
-
-
-def slice_reference(name):
-    """(split, slice) of a reference to a split's slice, "s.train" or "s[0]" (0, 1, 2: train, val, test);
-    None when `name` has neither form. An index past the slices stays a number: "s[5]" -> ("s", "5").
-    A dataset whose name has that form is read first (callers try the exact name before this)."""
-    indexed = re.fullmatch(r'(.+)\[(\d+)\]', name)
-    if indexed:
-        index = int(indexed[2])
-        return indexed[1], SLICES[index] if index < len(SLICES) else str(index)
-    split, dot, part = name.rpartition('.')
-    return (split, part) if dot and split else None
+from torchassistant.spec.rules import SLICES
 
 
 def draw_split(length, ratio, generator):

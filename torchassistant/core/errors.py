@@ -3,6 +3,7 @@
 Every error here carries a complete, user-facing message. The root scripts turn them into one
 paragraph on stderr and an exit code; anything else is a bug and shows a traceback.
 """
+from torchassistant.core.hints import render
 
 EXIT_FAILURE = 1      # something failed while running (user code, I/O)
 EXIT_USAGE = 2        # bad spec, bad command line, bad session folder
@@ -10,11 +11,16 @@ EXIT_INTERRUPTED = 130
 
 
 class TorchAssistantError(Exception):
+    """`parts`: the message, strings and `hints.Hint`s (commands to suggest, rendered by the CLI)."""
     exit_code = EXIT_FAILURE
 
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
+    def __init__(self, *parts):
+        self.parts = parts
+        self.message = render(parts)
+        super().__init__(self.message)
+
+    def render(self, prefix_of=None):
+        return render(self.parts, prefix_of)
 
 
 class UsageError(TorchAssistantError):
@@ -63,7 +69,7 @@ def user_frames(exc):
     import os
     import sysconfig
     import traceback
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))     # torchassistant/
     libraries = {os.path.abspath(sysconfig.get_paths()[key]) for key in ('stdlib', 'platstdlib', 'purelib', 'platlib')}
 
     def is_user(filename):

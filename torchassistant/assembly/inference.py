@@ -5,19 +5,23 @@ the data loader's batch size. Each batch's results go to the output device as so
 infer prints `Running inference on:  [inputs]`, then calls the device with the results dict (the
 default device prints `name:value` per result); or, with --json, one JSON object per example.
 """
+import contextlib
 import json
 import os
 import sys
 
 import torch
 
-from torchassistant import errors
-from torchassistant.build import instantiate
-from torchassistant.collators import example_elements
-from torchassistant.data import apply_preprocessors, describe, preprocessors_of
-from torchassistant.errors import UsageError
-from torchassistant.resolve import suggest
+from torchassistant.assembly.build import instantiate
+from torchassistant.core import errors
+from torchassistant.core.errors import UsageError
+from torchassistant.core.resolve import suggest
+from torchassistant.run.data import apply_preprocessors, describe, preprocessors_of
+from torchassistant.spec import rules
+from torchassistant.spec.rules import example_elements
 from torchassistant.spec.validate import raise_for_problems
+
+ORIGINAL_DEFAULT_PORT = 'default_port'      # what the original called the port a spec did not name
 
 
 class PrintResults:
@@ -43,10 +47,11 @@ class Example:
 class Inference:
     """An inference spec ready to run: input converters bound to ports, post-processor, output device."""
 
-    def __init__(self, spec, document, entities, pipeline):
+    def __init__(self, spec, document, entities, pipeline, precision=None):
         self.document, self.pipeline = document, pipeline
-        self.metas = spec['inputs_meta']
+        self.precision = precision       # a run.step.Precision: the forward runs under its autocast
         self.feeds = {feed.port: feed for feed in pipeline.feeds}
+        self.metas = [self._ported(meta) for meta in spec['inputs_meta']]
         problems = [document.problem(('inputs_meta', i, 'input_port'),
                                      f'pipeline "{pipeline.name}" has no input port "{m["input_port"]}"'
                                      + suggest(m['input_port'], self.feeds) + f'; its ports: {", ".join(self.feeds)}')
@@ -64,6 +69,14 @@ class Inference:
             if 'post_processor' in spec else None
         self.device = _build(document, ('output_device',), spec['output_device'], entities) \
             if 'output_device' in spec else PrintResults()
+
+    def _ported(self, meta):
+        """`meta` with the original TorchAssistant's name of the one unnamed port, "default_port", read
+        as ours when the pipeline has that one port only."""
+        if meta.get('input_port') == ORIGINAL_DEFAULT_PORT and ORIGINAL_DEFAULT_PORT not in self.feeds \
+                and list(self.feeds) == [rules.DEFAULT_PORT]:
+            return {**meta, 'input_port': rules.DEFAULT_PORT}
+        return meta
 
     def batch_size(self):
         """The smallest batch size of the data loaders the inputs go to (1 if none says)."""
@@ -94,16 +107,26 @@ class Inference:
 
     def predict(self, examples):
         """{result name: value} for a batch of examples (post-processed when the spec says so)."""
+        return self.predict_converted(examples, self.convert(examples))
+
+    def convert(self, examples):
+        """Each example's inputs through their input converters (and the dataset's preprocessors): one
+        list per example, an element per inputs_meta entry."""
+        return [[self._convert(i, converter, text, example.where)
+                 for i, (converter, text) in enumerate(zip(self.converters, example.inputs))] for example in examples]
+
+    def predict_converted(self, examples, converted):
+        """`predict` on examples already converted (`convert`): collate, forward, results, post-processor."""
         groups = {}
-        for example in examples:
-            for i, (port, converter, text) in enumerate(zip(self.ports, self.converters, example.inputs)):
-                groups.setdefault(port, []).append(self._convert(i, converter, text, example.where))
+        for elements in converted:
+            for port, element in zip(self.ports, elements):
+                groups.setdefault(port, []).append(element)
         port_frames = {}
-        for port, converted in groups.items():
+        for port, column in groups.items():
             feed = self.feeds[port]
-            port_frames.setdefault(port, {}).update(feed.frame(_collate(feed, converted, examples)))
+            port_frames.setdefault(port, {}).update(feed.frame(_collate(feed, column, examples)))
         self.pipeline.train(False)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.precision.autocast() if self.precision else contextlib.nullcontext():
             try:
                 outputs = self._forward(port_frames)
             except Exception as e:
@@ -151,6 +174,12 @@ class Inference:
 
     def write_json(self, examples, results, out):
         """One JSON object per example on `out`: its input and each result sliced along dimension 0."""
+        for line in self.json_objects(examples, results):
+            out.write(json.dumps(line) + '\n')
+        out.flush()
+
+    def json_objects(self, examples, results):
+        """What --json writes for `examples` as JSON values: {"input": ..., "<result>": value, ...} each."""
         if not isinstance(results, dict):
             raise UsageError(f'--json writes one object per example from a dict of results, but '
                              f'{self.document.describe(("post_processor",))} returned {describe(results)}')
@@ -158,10 +187,8 @@ class Inference:
             raise UsageError(f'--json writes the example\'s input under "input", and a result has that name '
                              f'({self.document.describe(("results",))}); rename it')
         per_name = {name: _per_example(name, value, len(examples)) for name, value in results.items()}
-        for i, example in enumerate(examples):
-            line = {'input': example.shown(), **{name: values[i] for name, values in per_name.items()}}
-            out.write(json.dumps(line) + '\n')
-        out.flush()
+        return [{'input': example.shown(), **{name: values[i] for name, values in per_name.items()}}
+                for i, example in enumerate(examples)]
 
 
 def run(inference, batches, json_out=None):

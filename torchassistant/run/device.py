@@ -8,7 +8,7 @@ import os
 
 import torch
 
-from torchassistant.errors import UsageError
+from torchassistant.core.errors import UsageError
 
 
 def choose_device(option=None, spec_value=None, where='--device'):

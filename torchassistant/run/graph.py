@@ -7,11 +7,13 @@ its batch processors in topological order and returns every node's resulting fra
 called through it instead of `forward`: e.g. a decoder that feeds back its own predictions.
 """
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
-from torchassistant.data import describe, to_device
+from torchassistant.run.data import describe, to_device
 from torchassistant.spec import rules
+from torchassistant.spec.rules import topological_order
 
 
 class StepError(Exception):
@@ -30,22 +32,27 @@ class Node:
     model: torch.nn.Module
     inputs: list
     outputs: list
-    optimizer_name: str = None
+    optimizer_name: Optional[str] = None
     optimizer: object = None
     where: str = ''          # spec location of the model's definition, for messages
 
 
 class BatchProcessor:
-    def __init__(self, name, nodes, input_adapter=None, output_adapter=None, device=None):
+    def __init__(self, name, nodes, input_adapter=None, output_adapter=None, device=None, session_device=None):
         self.name = name
         self.nodes = nodes
         self.input_adapter = input_adapter
         self.output_adapter = output_adapter
         self.device = torch.device(device) if device else None
+        # what an input adapter makes (the original's translation example: a zero hidden state on the CPU)
+        # goes where the models are; the frame is there already
+        self.adapted_to = self.device or (torch.device(session_device) if session_device else None)
 
     def __call__(self, frame, inference=False):
         variables = dict(frame)
-        adapted = self.input_adapter(frame) if self.input_adapter else None
+        adapted = self._adapt('input adapter', self.input_adapter, frame) if self.input_adapter else None
+        if adapted is not None and self.adapted_to is not None:
+            adapted = {model: to_device(values, self.adapted_to) for model, values in adapted.items()}
         outputs = {}
         for node in self.nodes:
             given = adapted.get(node.model_name, {}) if adapted else {}
@@ -65,8 +72,18 @@ class BatchProcessor:
             variables.update(named)
             outputs.update(named)
         if self.output_adapter is not None:
-            outputs = self.output_adapter(outputs)
+            # the adapter sees the frame and the outputs; what it returns replaces those names (the
+            # original's translation example drops <start> from its targets there)
+            outputs = self._adapt('output adapter', self.output_adapter, {**frame, **outputs})
         return {**frame, **outputs}
+
+    def _adapt(self, which, adapter, values):
+        try:
+            return adapter(values)
+        except Exception as e:
+            received = {name: describe(value) for name, value in values.items()}
+            raise StepError(f'the {which} ({type(adapter).__name__}) of batch processor "{self.name}"',
+                            received, e) from e
 
     def models(self):
         return [node.model for node in self.nodes]
@@ -99,27 +116,6 @@ class BatchGraph:
 
     def node_names(self):
         return [name for name, _, _ in self.order]
-
-
-def topological_order(nodes, ingoing_edges):
-    """Nodes ordered so each comes after the nodes feeding it. Raises ValueError on a cycle."""
-    ordered, state = [], {}
-
-    def visit(node, trail):
-        if state.get(node) == 'done':
-            return
-        if state.get(node) == 'visiting':
-            raise ValueError('cycle: ' + ' -> '.join(trail + [node]))
-        state[node] = 'visiting'
-        for source in ingoing_edges.get(node, ()):
-            if source in nodes:
-                visit(source, trail + [node])
-        state[node] = 'done'
-        ordered.append(node)
-
-    for node in nodes:
-        visit(node, [])
-    return ordered
 
 
 def single_model_graph(model_name, model, optimizer_name=None, optimizer=None, where=''):

@@ -73,7 +73,8 @@ def _in_user_code(exc):
     """The frames of the user's own files that `exc` passed through, indented to sit under a
     problem of a spec report, or ''."""
     import textwrap
-    from torchassistant.errors import user_frames
+
+    from torchassistant.core.errors import user_frames
     frames = user_frames(exc)
     return '\n    In your code:\n' + textwrap.indent(frames, '  ') if frames else ''
 

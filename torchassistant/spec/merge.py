@@ -43,7 +43,7 @@ def merge(original, override, path=(), origins=None, at=()):
         merged = copy.deepcopy(original)
         for either, other in (BUILT_BY, BUILT_BY[::-1]):
             if either in override and other not in override:
-                pass       # "class" and "factory_fn" are alternatives: the override's is used
+                merged.pop(other, None)       # "class" and "factory_fn" are alternatives: the override's is used
         for key, value in override.items():
             merged[key] = merge(original.get(key), value, path + (key,), origins, at + (key,))
         return merged

@@ -106,6 +106,8 @@ def test_gan_end_to_end(project):
     check(run_script('init.py', 'training.json', cwd=project))
     out = check(run_script('train.py', 'pretrained_gan', cwd=project))
     assert 'Training stage 0 in progress' in out
+    assert '  stage 0: no best epoch named: it trains 2 pipelines' in out and 'best val d_acc' not in out, \
+        'a high discriminator accuracy is no sign of a good generator'
     with open(project / 'pretrained_gan' / 'metrics' / '0.csv') as f:
         rows = list(csv.reader(f))
     held_out = ['val d_acc', 'val D(real)', 'val D(fake)', 'val d_loss_real', 'val d_loss_fake', 'val g_loss']

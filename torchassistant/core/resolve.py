@@ -15,7 +15,7 @@ HOMES = {
     'optimizers': ('torch.optim',),
     'lr_scheduler': ('torch.optim.lr_scheduler',),
     'losses': ('torch.nn',),
-    'metrics': ('torchassistant.metrics', 'torchmetrics'),
+    'metrics': ('torchassistant.metrics', 'torchmetrics.text', 'torchmetrics'),    # text metrics: their home, no warning
     'collators': ('torchassistant.collators',),
     'stop_condition': ('torchassistant.stop_conditions',),
     'preprocessors': ('torchassistant.preprocessors',),
@@ -42,7 +42,8 @@ def resolve(name, home=None):
             module = importlib.import_module(module_name)
             if hasattr(module, name):
                 return getattr(module, name)
-        candidates = [n for m in modules for n in dir(importlib.import_module(m)) if not n.startswith('_')]
+        candidates = list(dict.fromkeys(n for m in modules for n in dir(importlib.import_module(m))
+                                        if not n.startswith('_')))
         if not modules:
             raise ResolveError(f'"{name}" is not a dotted path; write it as module.Name, '
                                f'e.g. "my_package.{name}" (imported relative to {os.getcwd()})')

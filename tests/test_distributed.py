@@ -5,28 +5,32 @@ uninterrupted run and continues in one process); in two spawned processes, the r
 (count-weighted means, torchmetrics states, mid-epoch meter sums), buffer agreement and agreed stops;
 in one process, the shard sampler and the launch environment."""
 import csv
+import io
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.multiprocessing
-from conftest import REPO, make_project, write_tiny_mnist
+from conftest import REPO, make_project, write_json, write_tiny_mnist
 
 from torchassistant.cli import commands
-from torchassistant.core.errors import UsageError
+from torchassistant.core.errors import TorchAssistantError, UsageError
 from torchassistant.metrics import Accuracy
 from torchassistant.run import distributed
 from torchassistant.run.data import ResumableLoader
 from torchassistant.run.meters import Meters
 from torchassistant.run.pipeline import Criterion, Use
 from torchassistant.session import checkpoint
+from torchassistant.session import lock as session_lock
 from torchassistant.session.store import SessionStore
 
 pytestmark = pytest.mark.e2e
@@ -195,6 +199,50 @@ def _worker(rank, port):
     assert 'model "Partial"' in str(caught.value) and distributed.UNUSED_VARIABLE + '=1' in str(caught.value)
 
 
+def test_a_restarted_group_agrees_on_a_fresh_name_whatever_an_earlier_group_left_in_torchruns_store():
+    server = torch.distributed.TCPStore('127.0.0.1', 0, is_master=True, wait_for_workers=False)
+    base = f'{distributed.STORE_PREFIX}/groups/2'
+    for key, value in {'name': 'old', 'answer/1': 'stale old', 'members/old': 'stale'}.items():
+        server.set(f'{base}/{key}', value)        # what the group before left: rank 0 of this one is not there yet
+
+    def join(rank, found):
+        client = torch.distributed.TCPStore('127.0.0.1', server.port, is_master=False)
+        found[rank] = distributed._fresh_group(client, rank, 2, seconds=30)
+
+    found = {}
+    late = threading.Thread(target=join, args=(0, found))
+    early = threading.Thread(target=join, args=(1, found))
+    early.start()
+    time.sleep(0.3)                  # rank 1 reads the old name first, and must not take it
+    late.start()
+    for thread in (early, late):
+        thread.join(60)
+    found[0].set('hello', 'from rank 0')
+    assert found[1].get('hello') == b'from rank 0'
+    assert not server.check([f'{distributed.STORE_PREFIX}/group/old/hello'])
+
+    lonely = torch.distributed.TCPStore('127.0.0.1', server.port, is_master=False)
+    with pytest.raises(TorchAssistantError) as caught:
+        distributed._fresh_group(lonely, 1, 2, seconds=0.3)
+    assert 'process 1 of 2 waited 0.3 seconds (TORCHASSISTANT_DISTRIBUTED_TIMEOUT) for rank 0 to start the group' \
+        in caught.value.message
+
+
+def test_a_restarted_groups_rank_0_takes_over_the_lock_its_torchrun_job_left_on_any_host(tmp_path):
+    path = str(tmp_path / 'train.lock')
+    with open(path, 'w') as f:
+        json.dump({'pid': 1, 'host': 'elsewhere', 'since': '2024-01-02T03:04:05+00:00', 'job': 'J'}, f)
+    with pytest.raises(UsageError, match='is locked by pid 1 on host "elsewhere"'):
+        session_lock.acquire(path, 'train.py s', 's', job='another job')
+    out = io.StringIO()
+    mine = session_lock.acquire(path, 'train.py s', 's', out, job='J')
+    assert json.loads(mine)['job'] == 'J' and json.load(open(path))['pid'] == os.getpid()
+    assert out.getvalue() == (f'notice: taking over {path}: pid 1 (since 2024-01-02T03:04:05+00:00) on host '
+                              f'"elsewhere" was an earlier group of this torchrun job, which torchrun stopped\n')
+    session_lock.release(path, mine)
+    assert not os.path.exists(path)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -273,13 +321,14 @@ def ddp_project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def torchrun(project, *args):
-    """train.py under torchrun, two processes (gloo), in its own session; output to a file."""
+def torchrun(project, *args, launch=(), **environ):
+    """train.py under torchrun, two processes (gloo), in its own session; output to a file. `launch`:
+    more torchrun options; `environ`: more environment variables."""
     log = open(project / f'torchrun-{time.monotonic_ns()}.log', 'w+')
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
-               os.path.join(REPO, 'train.py'), *args]
+               *launch, os.path.join(REPO, 'train.py'), *args]
     env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCH_VARIABLES}
-    process = subprocess.Popen(command, cwd=project, env=dict(env, PYTHONPATH=REPO), stdout=log,
+    process = subprocess.Popen(command, cwd=project, env=dict(env, PYTHONPATH=REPO, **environ), stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     process.log = log
     return process
@@ -394,3 +443,54 @@ def test_a_stop_mid_epoch_resumes_bit_identically_on_two_processes_and_continues
 
     progress = commands.train('single', options=commands.RunOptions(quiet=True))     # one process, this one
     assert progress.epoch == EPOCHS and not torch.distributed.is_initialized()
+
+
+@pytest.mark.slow
+def test_torchrun_restarts_a_group_that_lost_a_process_twice_and_the_run_ends_bit_identical(ddp_project):
+    """Under --max-restarts, torchrun restarts the group each time one of its processes is killed: rank 1
+    mid-epoch, then rank 0 (the lock's holder) at an epoch's end; each kill waits for a checkpoint file,
+    not for a time. Every new group connects at once (torch's own setup would read the addresses the
+    group before left in torchrun's store: "Connection refused", then a hang), takes over the lock and
+    resumes from the latest checkpoint; the final weights are an uninterrupted run's."""
+    spec = json.load(open('my_examples/mnist/training.json'))
+    spec['session_dir'], spec['train']['checkpoint_every'] = 'restarted', {'iterations': 2}
+    write_json('my_examples/mnist/restarted.json', spec)
+    commands.init('my_examples/mnist/restarted.json')
+    shutil.copytree('restarted', 'uninterrupted')
+    whole = torchrun(ddp_project, 'uninterrupted')
+    assert whole.wait(timeout=180) == 0, output(whole)
+
+    started = time.monotonic()
+    run = torchrun(ddp_project, 'restarted', launch=('--max-restarts=5',), TORCHASSISTANT_DISTRIBUTED_TIMEOUT='60')
+    checkpoints, killed = ddp_project / 'restarted' / 'checkpoints', []
+    try:
+        for trigger, rank in (('epoch_1_batch_2.sha256', 1), ('epoch_2.sha256', 0)):
+            deadline = time.monotonic() + 180
+            while not (checkpoints / trigger).exists():
+                assert run.poll() is None and time.monotonic() < deadline, output(run)
+                time.sleep(0.005)
+            group = workers(run)
+            assert set(group.values()).isdisjoint(killed), output(run)       # a new group each time
+            os.kill(group[rank], signal.SIGKILL)
+            killed += group.values()
+        run.wait(timeout=180)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    log = output(run)
+    print(f'\nkilled twice and restarted, in {time.monotonic() - started:.1f} s')
+    assert run.returncode == 0, log
+    assert 'Resuming "restarted" after epoch 1 and 2 batches of the next' in log, log
+    assert log.count('Resuming "restarted" after epoch') == 2, log           # each restart connected at once
+    assert log.count('was an earlier group of this torchrun job, which torchrun stopped') == 1, log
+    assert 'Connection refused' not in log and not (ddp_project / 'restarted' / 'train.lock').exists()
+
+    resumed = SessionStore.open('restarted').latest_checkpoint()[1]
+    expected = SessionStore.open('uninterrupted').latest_checkpoint()[1]
+    assert resumed['progress']['epoch'] == EPOCHS
+    assert resumed['progress']['history'] == expected['progress']['history']
+    for name, tensor in expected['models']['LeNet5'].items():
+        assert torch.equal(resumed['models']['LeNet5'][name], tensor), name
+    with open('restarted/metrics/0.csv') as f:
+        assert [row['epoch'] for row in csv.DictReader(f)] == [str(e) for e in range(1, EPOCHS + 1)]

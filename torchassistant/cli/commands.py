@@ -270,8 +270,8 @@ def train(session_dir, stream=None, options=None, overrides=()):
         raise UsageError('train --set under torchrun: record the change first without torchrun, e.g. with '
                          f'{command_hint("train", session_dir, "--set", "...")} stopped at once (Ctrl+C), then '
                          'train under torchrun')
-    lock = SessionStore.open(session_dir).lock(command_hint('train', session_dir), stream) if world.is_main \
-        else contextlib.nullcontext()
+    lock = SessionStore.open(session_dir).lock(command_hint('train', session_dir), stream, job=world.job()) \
+        if world.is_main else contextlib.nullcontext()     # job: torchrun's, whose restarted groups take it over
     with lock, world.failures():     # one trainer per session; a lost process: a clear error
         if overrides:
             record_train_overrides(SessionStore.open(session_dir), overrides)

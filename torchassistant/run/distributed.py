@@ -6,9 +6,16 @@ reads them. One process (no torchrun, or WORLD_SIZE 1) is the plain run: no proc
 wrapped, every function here a no-op. With several:
 
 process group  NCCL when the device is CUDA (process LOCAL_RANK on cuda:LOCAL_RANK), else gloo on the
-               CPU. Its timeout, TORCHASSISTANT_DISTRIBUTED_TIMEOUT seconds (default 1800), ends a
-               collective that a failed or stuck process never joins, so no process waits forever;
-               under torchrun a process that fails makes torchrun stop the others at once anyway.
+               CPU. Every wait for another process (connecting, collectives, barriers) ends after
+               TORCHASSISTANT_DISTRIBUTED_TIMEOUT seconds (default 300, less than torchrun's rendezvous
+               timeouts) with an error naming what it waited for, so no process waits forever; under
+               torchrun a process that fails makes torchrun stop the others at once anyway.
+restarts       torchrun --max-restarts=N restarts a group that lost a process; the store its agent serves
+               outlives the groups and still holds the keys of the groups before it, which torch's own
+               setup would read (gloo: "Connection refused", or a hang). So each group first agrees on a
+               fresh name (`_fresh_group`) and sets itself up under it. The new group resumes from the
+               latest checkpoint as any run does; its rank 0 takes over train.lock from the job's earlier
+               group (`World.job`, recorded in the lock), on whichever machine that one ran.
 models         each model that a training pipeline's graph node trains (the node has an optimizer)
                runs through one DistributedDataParallel wrapper, in the graphs only: `entities.models`
                keeps the raw modules, so checkpoints hold plain state dicts (no "module." prefix) that
@@ -40,6 +47,7 @@ import inspect
 import math
 import os
 import time
+import uuid
 
 import torch
 import torch.distributed as dist
@@ -50,6 +58,9 @@ from torchassistant.core.errors import TorchAssistantError, UsageError
 
 LAUNCH_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 TIMEOUT_VARIABLE = 'TORCHASSISTANT_DISTRIBUTED_TIMEOUT'
+DEFAULT_TIMEOUT = 300     # seconds; torchrun's c10d rendezvous gives up joining after 600
+AGENT_STORE_VARIABLE = 'TORCHELASTIC_USE_AGENT_STORE'     # torchrun: its agent serves MASTER_ADDR:MASTER_PORT
+STORE_PREFIX = 'torchassistant'
 UNUSED_VARIABLE = 'TORCHASSISTANT_FIND_UNUSED_PARAMETERS'
 AGREE_SECONDS = 1.0       # training time between agreements on mid-epoch checkpoints and signals
 
@@ -65,6 +76,8 @@ class World:
     def __init__(self, rank=0, size=1, local_rank=0):
         self.rank, self.size, self.local_rank = rank, size, local_rank
         self.backend = None
+        self.waiting_for = 'the other processes'      # what a timeout or a lost process is reported as
+        self._store = None
 
     @classmethod
     def from_environment(cls, environ=None):
@@ -113,10 +126,33 @@ class World:
                              f'"{device.type}"; choose --device cpu or cuda')
         if not dist.is_initialized():
             seconds = _timeout_seconds()
-            dist.init_process_group(self.backend, rank=self.rank, world_size=self.size,
+            self.waiting_for = 'the other processes to join the process group'
+            store = self._agent_store()
+            if store is not None:      # torchrun's store: the keys of earlier groups are still there
+                store = _fresh_group(store, self.rank, self.size, seconds)
+            dist.init_process_group(self.backend, rank=self.rank, world_size=self.size, store=store,
                                     timeout=datetime.timedelta(seconds=seconds))
             atexit.register(_finish)
         return device
+
+    def job(self):
+        """Under torchrun: a name of this torchrun job, the same in every group it (re)starts, kept in the
+        store its agent serves; None otherwise. train.lock records it: a lock naming this job was left by
+        an earlier group, whose processes torchrun stopped before starting this one."""
+        store = self._agent_store()
+        if store is None:
+            return None
+        return store.compare_set(f'{STORE_PREFIX}/job', '', uuid.uuid4().hex).decode()
+
+    def _agent_store(self):
+        """A client of the store torchrun's agent serves at MASTER_ADDR:MASTER_PORT, or None (no torchrun
+        agent, or one process)."""
+        if self.size == 1 or os.environ.get(AGENT_STORE_VARIABLE) != 'True':
+            return None
+        if self._store is None:
+            self._store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']),
+                                        is_master=False, timeout=datetime.timedelta(seconds=_timeout_seconds()))
+        return self._store
 
     def replicate(self, stages, entities):
         """Each model a training pipeline's graph node trains runs through one DistributedDataParallel
@@ -144,6 +180,7 @@ class World:
         if self.size == 1:
             return
         found = [None] * self.size
+        self.waiting_for = 'the other processes to load the latest checkpoint'
         dist.all_gather_object(found, (progress.epoch, progress.batch))
         if any(other != found[0] for other in found):
             ranks = ', '.join(f'rank {rank}: epoch {epoch} + {batch} batches'
@@ -177,19 +214,22 @@ class World:
                 raise
             cause = getattr(e, 'original', e)
             raise TorchAssistantError(
-                f'process {self.rank} of {self.size} lost contact with the other training processes '
-                f'({type(cause).__name__}: {str(cause).splitlines()[0][:300]}): one of them stopped (its own output '
-                f'says why) or did not answer within {TIMEOUT_VARIABLE}={_timeout_seconds():g} seconds. What was '
-                f'saved stays saved; resume with torchrun as before') from e
+                f'process {self.rank} of {self.size} lost contact with the other training processes while waiting '
+                f'for {self.waiting_for} ({type(cause).__name__}: {str(cause).splitlines()[0][:300]}): one of them '
+                f'stopped (its own output says why) or did not answer within {TIMEOUT_VARIABLE}='
+                f'{_timeout_seconds():g} seconds. What was saved stays saved; resume with torchrun as before '
+                f'(with --max-restarts, torchrun does so itself)') from e
 
     # ---- during training ---------------------------------------------------------------------------
     def begin_training(self, entities):
         """An epoch's training: every process draws as many batches (padded shards)."""
+        self.waiting_for = 'the other processes in training (gradients, agreeing on checkpoints and signals)'
         self._shards(entities, even=True)
 
     def end_training(self, entities):
         """The epoch's training is done: buffers agree (rank 0's) and loaders shard exactly, each
         example once, for validation."""
+        self.waiting_for = 'the other processes to finish the epoch (training, validation, its metrics)'
         self.sync_buffers(entities.models.values())
         self._shards(entities, even=False)
 
@@ -201,11 +241,16 @@ class World:
             for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
 
-    def barrier(self):
-        if self.size > 1 and self.backend == 'nccl':
+    def barrier(self, waiting_for='rank 0 to save a checkpoint'):
+        """Wait until every process is here (rank 0 has written what the others wait for)."""
+        if self.size == 1:
+            return
+        before, self.waiting_for = self.waiting_for, waiting_for
+        if self.backend == 'nccl':
             dist.barrier(device_ids=[self.local_rank])
-        elif self.size > 1:
+        else:
             dist.barrier()
+        self.waiting_for = before
 
     def _shards(self, entities, even):
         for loader in entities.data_loaders.values():
@@ -214,7 +259,7 @@ class World:
 
 
 def _timeout_seconds():
-    text = os.environ.get(TIMEOUT_VARIABLE, '1800')
+    text = os.environ.get(TIMEOUT_VARIABLE, str(DEFAULT_TIMEOUT))
     try:
         seconds = float(text)
     except ValueError:
@@ -222,6 +267,49 @@ def _timeout_seconds():
     if not seconds > 0:
         raise UsageError(f'{TIMEOUT_VARIABLE} must be a number of seconds > 0, not {text!r}')
     return seconds
+
+
+def _fresh_group(store, rank, size, seconds):
+    """`store` (torchrun's, shared by every group it starts) under a name this group's processes agree on
+    and no earlier group used. Rank 0 draws the name and publishes it; each other process answers with
+    a token of its own and the name it read; rank 0 waits for every answer naming its name, then lists
+    the tokens under it. A process takes a name only from a list holding its own token, so nothing left
+    by an earlier group (a name, answers, a list) is taken for this one's. Waits at most `seconds`."""
+    deadline = time.monotonic() + seconds
+    base = f'{STORE_PREFIX}/groups/{size}'
+    if rank == 0:
+        name, answers = uuid.uuid4().hex, {}
+        store.set(f'{base}/name', name)
+        while len(answers) < size - 1:
+            for other in range(1, size):
+                key = f'{base}/answer/{other}'
+                if other not in answers and store.check([key]):
+                    token, read = store.get(key).decode().split()
+                    if read == name:
+                        answers[other] = token
+            if len(answers) < size - 1:
+                _wait(deadline, seconds, rank, size, f'{size - 1 - len(answers)} other process(es) to join')
+        store.set(f'{base}/members/{name}', ' '.join(answers.values()))
+    else:
+        token, answered = uuid.uuid4().hex, None
+        while True:
+            name = store.get(f'{base}/name').decode() if store.check([f'{base}/name']) else None
+            if name is not None and name != answered:
+                store.set(f'{base}/answer/{rank}', f'{token} {name}')
+                answered = name
+            members = f'{base}/members/{name}'
+            if name is not None and store.check([members]) and token in store.get(members).decode().split():
+                break
+            _wait(deadline, seconds, rank, size, 'rank 0 to start the group')
+    return dist.PrefixStore(f'{STORE_PREFIX}/group/{name}', store)
+
+
+def _wait(deadline, seconds, rank, size, what):
+    if time.monotonic() > deadline:
+        raise TorchAssistantError(f'process {rank} of {size} waited {seconds:g} seconds ({TIMEOUT_VARIABLE}) for '
+                                  f'{what} and stops; the others\' output says why they did not come. torchrun '
+                                  f'--max-restarts restarts the group')
+    time.sleep(0.02)
 
 
 def _communication_failed(error):

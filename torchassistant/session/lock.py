@@ -3,13 +3,15 @@
 The protocol, for every process that trains, and for whoever wants to know whether one does:
 
 acquire   create the lock file exclusively (O_EXCL), holding JSON {"pid", "host", "since", "command"}
-          (`since`: ISO time with its zone), written and synced right after creating it.
+          (`since`: ISO time with its zone), and "job" under torchrun (a name of the torchrun job, the
+          same in every group of processes it restarts), written and synced right after creating it.
 held      the file exists and names a process that is alive on this host, or a host that is not this
           one (which cannot be checked from here).
 stale     it names a process on this host that is gone, or a pid now running a process that started
           after the lock was taken (the pid was reused); `acquire` then takes it over with a notice:
           rename it aside (atomic among trainers racing to do so), check it is still the stale text,
-          remove it, create ours.
+          remove it, create ours. A lock naming our own torchrun job was left by an earlier group of it
+          (torchrun stops a group's processes before it starts the next), on whichever host: taken over too.
 release   remove the file if it still holds our text (it may have been taken over meanwhile).
 unreadable  a lock that is not (yet) complete JSON naming a pid, host and time: its creator may be
           writing it; after a second it is reported, never taken over.
@@ -86,13 +88,15 @@ def inspect(path):
     return {'state': 'running', **found}
 
 
-def acquire(path, command, session, stream=None):
+def acquire(path, command, session, stream=None, job=None):
     """Create the lock file `path` naming this process (its text is returned: the token `release`
-    needs), taking over a stale one with a notice on `stream`; UsageError when another trainer holds it."""
+    needs), taking over a stale one, or one of an earlier group of the torchrun `job`, with a notice on
+    `stream`; UsageError when another trainer holds it."""
     if os.path.abspath(path) in _HELD:
         raise UsageError(f'session "{session}" is already being trained by this process')
     mine = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
-                       'since': datetime.now().astimezone().isoformat(timespec='seconds'), 'command': command})
+                       'since': datetime.now().astimezone().isoformat(timespec='seconds'), 'command': command,
+                       **({'job': job} if job else {})})
     for _ in range(5):
         try:
             created = atomic.create_exclusive(path, mine.encode())
@@ -109,11 +113,14 @@ def acquire(path, command, session, stream=None):
         if holder is None:
             raise UsageError(f'{path} exists but does not say who holds it; a trainer may be starting. If no '
                              f'trainer runs on session "{session}", delete {path} and run again.')
-        if not is_stale(holder):
+        ours = job is not None and holder.get('job') == job     # an earlier group of this torchrun job
+        if not ours and not is_stale(holder):
             raise UsageError(held_message(session, path, holder))
         if _take_over(path, text):
-            print(f'notice: taking over {path}: pid {holder["pid"]} (since {holder["since"]}) is no longer '
-                  f'running on this host', file=stream, flush=True)
+            why = f'on host "{holder["host"]}" was an earlier group of this torchrun job, which torchrun ' \
+                f'stopped' if ours else 'is no longer running on this host'
+            print(f'notice: taking over {path}: pid {holder["pid"]} (since {holder["since"]}) {why}', file=stream,
+                  flush=True)
     raise UsageError(f'could not lock session "{session}": {path} keeps changing; is another trainer starting?')
 
 

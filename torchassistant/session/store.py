@@ -201,13 +201,13 @@ class SessionStore:
 
     # ---- one writer ---------------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, command, stream=None):
+    def lock(self, command, stream=None, job=None):
         """Hold SESSION/train.lock while the block runs, so one trainer at a time writes the session.
-        A lock left by a process that is gone (on this host) is taken over with a one-line notice on
-        `stream`; any other holder is a UsageError naming it. Temporary files of a writer that died
-        are removed once the lock is held."""
+        A lock left by a process that is gone (on this host), or by an earlier group of the same torchrun
+        `job`, is taken over with a one-line notice on `stream`; any other holder is a UsageError naming
+        it. Temporary files of a writer that died are removed once the lock is held."""
         path = os.path.join(self.path, LOCK)
-        mine = session_lock.acquire(path, command, self.shown, stream)
+        mine = session_lock.acquire(path, command, self.shown, stream, job)
         try:
             self._remove_leftovers()
             yield self

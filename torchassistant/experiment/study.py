@@ -25,13 +25,14 @@ def create(sweep):
     """The study of `sweep` (made on first use; joined when it exists in the storage)."""
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(sweep.storage_url)
     direction = 'maximize' if sweep.direction == 'maximize' else 'minimize'
-    try:
-        study = optuna.create_study(storage=storage, study_name=sweep.name, direction=direction,
-                                    sampler=_sampler(sweep), pruner=_pruner(sweep.pruner), load_if_exists=True)
-    except ValueError as e:     # e.g. the same name in the storage with another direction
-        raise UsageError(f'{sweep.source}: study "{sweep.name}" in {sweep.storage_url}: {e}') from None
+    with mutex(sweep):          # two processes making the storage's tables, or the study, at once collide
+        storage = _storage(sweep.storage_url)
+        try:
+            study = optuna.create_study(storage=storage, study_name=sweep.name, direction=direction,
+                                        sampler=_sampler(sweep), pruner=_pruner(sweep.pruner), load_if_exists=True)
+        except ValueError as e:     # e.g. the same name in the storage with another direction
+            raise UsageError(f'{sweep.source}: study "{sweep.name}" in {_safe(sweep.storage_url)}: {e}') from None
     if study.direction.name.lower() != direction:
         raise UsageError(f'{sweep.source}: study "{sweep.name}" in the storage {_safe(sweep.storage_url)} '
                          f'{study.direction.name.lower()}s, this sweep spec says "{direction}"; give it another '

@@ -19,6 +19,7 @@ from typing import Optional
 
 from torchassistant.core.errors import SpecError, UsageError
 from torchassistant.core.resolve import suggest
+from torchassistant.spec.rules import lower_is_better
 from torchassistant.spec import loader, overrides, validate
 
 DB_FILE = 'study.db'              # the default storage, in the sweep folder
@@ -88,8 +89,8 @@ class Sweep:
 
     def overrides_of(self, params, number):
         """The `--set` arguments that make trial `number`'s session from the training spec."""
-        texts = [f'{path}={_json(value)}' for path, value in params.items()]
-        return texts + [f'session_dir={_json(self.trial_dir(number))}']
+        texts = [f'{path}={_value_text(value)}' for path, value in params.items()]
+        return texts + [f'session_dir={_value_text(self.trial_dir(number))}']
 
     def describe_params(self, params):
         return ' '.join(f'{_short_path(p)}={_shown(v)}' for p, v in params.items())
@@ -116,7 +117,7 @@ def load(path, expand=None):
     for parameter in parameters:
         problems += _bound_problems(document, parameter)
     sweep = Sweep(path, data['sweep_dir'], training_path, data['trials'], data['objective']['metric'],
-                  data['objective'].get('direction', 'minimize' if _lower_is_better(data['objective']['metric'])
+                  data['objective'].get('direction', 'minimize' if lower_is_better(data['objective']['metric'])
                                         else 'maximize'),
                   parameters, data.get('sampler', DEFAULT_SAMPLER), data.get('pruner', DEFAULT_PRUNER),
                   data.get('storage'), data.get('study_name'), data.get('seed'))
@@ -238,8 +239,15 @@ def _connect_args(url):
     return {}
 
 
-def _lower_is_better(name):
-    return 'loss' in name.lower() or 'error' in name.lower()
+def _value_text(value):
+    """VALUE as --set reads it back: a string as it is where --set reads it as that string, else JSON."""
+    if isinstance(value, str):
+        try:
+            if overrides.parse_value(value) == value:
+                return value
+        except Exception:         # it starts like JSON: written as a JSON string below
+            pass
+    return _json(value)
 
 
 def _json(value):

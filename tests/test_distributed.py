@@ -255,7 +255,8 @@ def test_two_processes_reduce_metrics_by_count_and_agree_on_buffers_and_stops():
 
 def _non_finite_worker(rank, port, mode):
     """Two processes, rank 1's second batch holds a NaN: both skip that step (weights stay equal and
-    finite) or both stop, each with a message saying why, and neither waits for the other."""
+    finite) or both stop at the check that follows, each with a message saying why, and neither waits
+    for the other."""
     os.environ.update(RANK=str(rank), WORLD_SIZE='2', LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1',
                       MASTER_PORT=str(port))
     world = distributed.World.from_environment()
@@ -286,11 +287,13 @@ def _train_with_a_nan(rank, mode, world):
                 x[0, 0] = float('nan')
             loss = model(x).pow(2).mean()
             applied.append(step.update(pipeline, loss, [(loss, 4)]))
+        step.flush([pipeline])          # "stop" reads the losses (and the weights) here: the end of an epoch
     except StepError as e:
-        assert mode == 'stop' and len(applied) == 1
+        assert mode == 'stop' and len(applied) == 3
         said = str(e)
-        assert ('loss "mse"' in said and 'its value is nan' in said) if rank == 1 else \
-            ('the gradients' in said and 'a loss of another process' in said), said
+        assert 'the gradients' in said and 'a loss of this or another process was NaN or infinite' in said, said
+        # rank 1's NaN came 2 batches before the check, rank 0's losses 1: a batch later, on NaN weights
+        assert f'here loss "mse" was the first, its value nan {1 + rank} batch(es) before that one' in said, said
         return
     assert mode == 'skip' and step.skipped == 1
     assert applied == ([True, True, True] if rank == 0 else [True, False, True])    # what the meters get

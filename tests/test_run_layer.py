@@ -1,8 +1,12 @@
 """The run layer through the commands, in-process, on the synthetic toy problem: stop conditions,
 the step object (accumulation, clipping, precision, non-finite losses, errors in backward/step),
 device choice, compile, and exact mid-epoch resume."""
+import collections
+import contextlib
+import os
 import re
 import shutil
+import sys
 
 import pytest
 import torch
@@ -212,6 +216,50 @@ def test_non_finite_skip_drops_such_batches(workdir, capsys):
     assert all(torch.isfinite(v).all() for v in trained.values())
     assert any(not torch.equal(start[k], trained[k]) for k in start)     # the finite batches were applied
     assert re.search(r'\d+ batch\(es\) with a non-finite loss were skipped', capsys.readouterr().out)
+
+
+# ---- host synchronisation ------------------------------------------------------------------------
+
+DEVICE_READS = ('item', 'tolist', 'numpy', 'cpu', '__bool__', '__float__', '__int__', '__index__', '__format__')
+FRAMEWORK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'torchassistant') + os.sep
+
+
+@contextlib.contextmanager
+def framework_device_reads():
+    """{'file:line method': count} of the framework's own calls of the Tensor methods that read a value on
+    the host, which on a GPU wait for everything queued before them (on the CPU they cost nothing, but
+    they count the same). Calls from user code and from inside torch are not the framework's."""
+    found = collections.Counter()
+    originals = {name: getattr(torch.Tensor, name) for name in DEVICE_READS}
+
+    def counted(name, original):
+        def read(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller.startswith(FRAMEWORK):
+                found[f'{caller[len(FRAMEWORK):]}:{sys._getframe(1).f_lineno} {name}'] += 1
+            return original(self, *args, **kwargs)
+        return read
+
+    try:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, counted(name, original))
+        yield found
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+def test_an_epoch_reads_the_device_a_few_times_not_after_every_batch(workdir):
+    spec = single_model_spec(workdir, epochs=1)
+    replace_definition(spec, 'points', kwargs={'size': 2000})
+    replace_definition(spec, 'train_loader', kwargs={'batch_size': 8, 'shuffle': True})     # 175 batches
+    commands.init(write(workdir / 'train.json', spec))
+    with framework_device_reads() as reads:
+        commands.train('session', options=commands.RunOptions(quiet=True))
+    assert final_state()['progress']['epoch'] == 1
+    # the epoch's row (validation included), the checkpoint's running sums, the non-finite checks:
+    # before, every batch's loss was read for the non-finite check (175 + 6)
+    assert sum(reads.values()) <= 10, reads
 
 
 # ---- device and compile ---------------------------------------------------------------------------

@@ -9,7 +9,10 @@
 DDP synchronises and when optimizers step; the pipeline calls it and holds no such conditionals.
 A window of `accumulate` iterations of one pipeline is one optimizer step, exactly what a hand-written
 loop with `loss / accumulate` does. With accumulate 1 and precision "32" an iteration is the plain
-zero_grad, backward, step.
+zero_grad, backward, step, and, as in a hand-written loop, nothing is read from the device: with
+non_finite "stop" (the default) the losses are kept where they are and read together every
+CHECK_EVERY batches, before every mid-epoch checkpoint and at the end of the epoch (`check`). Only
+"skip" reads each loss (one process) or the gradients (several) before it is applied.
 """
 import contextlib
 import math
@@ -21,6 +24,7 @@ from torchassistant.core.resolve import qualified_name
 from torchassistant.run.graph import StepError
 
 PRECISIONS = ('32', 'bf16-mixed', '16-mixed')
+CHECK_EVERY = 100         # non_finite "stop": batches of a pipeline between reads of their losses
 
 
 class Precision:
@@ -46,12 +50,18 @@ class TrainStep:
     """The training step: autocast, the fp16 GradScaler, gradient accumulation with DDP's `no_sync`,
     clipping, optimizer stepping, and what a non-finite loss does ("stop" or "skip").
 
-    In one process a loss is checked before its backward pass. Across processes (DDP) the check must
-    agree everywhere without a collective of its own per batch: every process runs backward, and the
-    gradients, equal in all of them after DDP's all-reduce (a NaN anywhere is a NaN everywhere), are
-    checked before the optimizers step. A process whose own loss is not finite leaves its batch out of
-    its meters. With fp16's GradScaler, which skips steps with non-finite gradients itself (and lowers
-    its scale), that is what happens across processes."""
+    "stop" (the default) reads no loss per batch: each is kept on the device, unread, and `check` reads
+    them all at once (one host sync) every CHECK_EVERY batches of a pipeline, before a mid-epoch
+    checkpoint (`at_boundary`) and at the end of the epoch (`flush`), so no checkpoint and no validation
+    ever sees weights a non-finite loss has reached; the message names the loss and how many batches
+    before the check it was. "skip" must know before a batch is applied: in one process a loss is read
+    before its backward pass. Across processes (DDP) the decision must agree everywhere without a
+    collective of its own per batch: every process runs backward, and the gradients, equal in all of
+    them after DDP's all-reduce (a NaN anywhere is a NaN everywhere), are read before the optimizers step
+    ("skip"), or the weights they reached at each check ("stop": all processes check after the same
+    batches and stop together). A process whose own loss is not finite leaves its batch out of its
+    meters ("skip"). With fp16's GradScaler, which skips steps with non-finite gradients itself (and
+    lowers its scale), that is what happens across processes."""
 
     def __init__(self, precision, accumulate=1, clip_grad_norm=None, non_finite='stop', across_processes=False):
         self.precision = precision
@@ -63,6 +73,8 @@ class TrainStep:
         self.scaler = precision.scaler()
         self.pending = {}          # pipeline name -> iterations since its optimizers last stepped
         self.local_non_finite = {}      # across processes: pipeline name -> its window's first bad loss here
+        self.updates = 0           # batches of every pipeline so far (numbers the watched ones)
+        self.watched = {}          # "stop": pipeline name -> (pipeline, [(update, total, losses)]) not read yet
 
     @contextlib.contextmanager
     def forward(self, pipeline):
@@ -82,14 +94,20 @@ class TrainStep:
     def update(self, pipeline, total, losses):
         """Back-propagate `total` (the pipeline's summed loss; `losses` its parts, (value, count) each)
         and step its optimizers at the end of an accumulation window; True when the batch counts in the
-        meters. A NaN or infinite loss stops training, naming the loss (nothing of the batch is applied,
-        so the last checkpoint stays good), or with non_finite "skip" is dropped (False)."""
-        finite = _finite(total)
-        if not finite and not self.across_processes:
-            self._non_finite(_bad_loss(pipeline, total, losses))
-            return False
-        if not finite:
-            self.local_non_finite.setdefault(pipeline.name, _bad_loss(pipeline, total, losses))
+        meters. A NaN or infinite loss stops training at the next `check`, naming the loss (no checkpoint
+        holds what it did, so the last checkpoint stays good), or with non_finite "skip" is dropped (False)."""
+        self.updates += 1
+        finite = True
+        if self.skip_non_finite:          # known before the batch is applied: read now (a host sync)
+            finite = _finite(total)
+            if not finite and not self.across_processes:
+                self.skipped += 1
+                return False
+            if not finite:
+                self.local_non_finite.setdefault(pipeline.name, _bad_loss(pipeline, total, losses))
+        else:                             # kept on the device, unread, until `check`
+            watched = self.watched.setdefault(pipeline.name, (pipeline, []))[1]
+            watched.append((self.updates, total.detach(), [(loss.detach(), count) for loss, count in losses]))
         done = self.pending.get(pipeline.name, 0)
         if done == 0:
             for optimizer in pipeline.optimizers:
@@ -108,15 +126,44 @@ class TrainStep:
         self.pending[pipeline.name] = done
         if last:
             self.step(pipeline)
+        if len(self.watched.get(pipeline.name, (None, ()))[1]) >= CHECK_EVERY:
+            self.check(ahead=0)
         return finite
 
-    def _non_finite(self, bad):
-        if self.skip_non_finite:
-            self.skipped += 1
-            return
-        what, problem = (f'loss "{bad[0]}"', f'its value is {bad[1]}') if bad else \
-            ('the gradients', 'they are not finite after the all-reduce (a loss of another process was NaN '
-                              'or infinite)')
+    def check(self, ahead=1):
+        """non_finite "stop": read the losses kept since the last check (one host sync per pipeline) and
+        stop training (StepError) if one was not finite; across processes, if the weights, equal in all
+        of them, are not. `ahead`: 1 when the batch the caller names is the next one (end of a round or
+        an epoch), 0 when it is the last one."""
+        for name, (pipeline, watched) in list(self.watched.items()):
+            if not watched:
+                continue
+            self.watched[name] = (pipeline, [])
+            finite = torch.isfinite(torch.cat([total.reshape(-1).float() for _, total, _ in watched]))
+            flags = [finite.all()]
+            if self.across_processes:
+                flags.append(_all_finite([p for o in pipeline.optimizers for g in o.param_groups for p in g['params']]))
+            read = torch.stack([flag.to(flags[0].device) for flag in flags]).tolist()
+            if all(read):
+                continue
+            bad = None
+            if not read[0]:
+                update, total, losses = watched[int((~finite).nonzero()[0])]
+                bad = _bad_loss(pipeline, total, losses) + (self.updates + ahead - update,)
+            if not self.across_processes or not read[1]:      # several processes: the weights decide
+                self._stop(bad)
+
+    def _stop(self, bad):
+        when = lambda ago: f' {ago} batch(es) before that one (losses are read from the device every '\
+            f'{CHECK_EVERY} batches and at checkpoints)' if ago else ''  # noqa: E731
+        if not self.across_processes:
+            name, value, ago = bad
+            what, problem = f'loss "{name}"', f'its value is {value}' + when(ago)
+        else:       # which process's loss came first is not known here: a NaN anywhere is a NaN everywhere
+            here = f'here loss "{bad[0]}" was the first, its value {bad[1]}{when(bad[2])}' if bad else \
+                'none of this process\'s losses was'
+            what, problem = 'the gradients', (f'they were not finite after the all-reduce, nor are the weights now: '
+                                              f'a loss of this or another process was NaN or infinite; {here}')
         raise StepError(what, {}, FloatingPointError(
             f'{problem}; training stops so that no checkpoint holds weights it damaged (the last '
             f'checkpoint is good). To skip such batches instead, set "non_finite": "skip" under "train"'))
@@ -124,13 +171,14 @@ class TrainStep:
     def step(self, pipeline):
         """Clip (if asked: the pipeline's gradient clippers, then clip_grad_norm) and step every optimizer
         of `pipeline` once; the window closes. Across processes, non-finite gradients (the same in every
-        process) stop training or skip the window."""
+        process) skip the window ("skip"; "stop" reads them at `check`)."""
         self.pending[pipeline.name] = 0
-        bad = self.local_non_finite.pop(pipeline.name, None)
-        if self.across_processes and self.scaler is None and not _gradients_finite(pipeline.optimizers):
+        self.local_non_finite.pop(pipeline.name, None)
+        if self.skip_non_finite and self.across_processes and self.scaler is None \
+                and not _gradients_finite(pipeline.optimizers):
             for optimizer in pipeline.optimizers:
                 optimizer.zero_grad(set_to_none=True)
-            self._non_finite(bad)
+            self.skipped += 1
             return
         clippers = pipeline.clippers
         if self.clip_grad_norm is not None or clippers:
@@ -153,10 +201,15 @@ class TrainStep:
         for pipeline in pipelines:
             if self.pending.get(pipeline.name):
                 self.step(pipeline)
+        self.check()
 
     def at_boundary(self):
-        """No accumulation window is open: a checkpoint taken now holds everything."""
-        return not any(self.pending.values())
+        """No accumulation window is open: a checkpoint taken now holds everything (and no non-finite
+        loss reached it: checked then)."""
+        if any(self.pending.values()):
+            return False
+        self.check()
+        return True
 
     def state_dict(self):
         return {'scaler': self.scaler.state_dict() if self.scaler is not None else None}
@@ -226,10 +279,16 @@ def _with_gradients(optimizers):
 def _gradients_finite(optimizers):
     """All gradients finite: their norms fused into one number, read once."""
     grads = [p.grad for p in _with_gradients(optimizers)]
-    if not grads:
-        return True
-    norms = torch._foreach_norm(grads)
-    return math.isfinite(torch.stack([n.to(norms[0].device, torch.float32) for n in norms]).sum().item())
+    return not grads or bool(_all_finite(grads))
+
+
+def _all_finite(tensors):
+    """Whether every element of `tensors` is finite, as a boolean tensor on their device (not read):
+    their norms fused into one number."""
+    if not tensors:
+        return torch.ones((), dtype=torch.bool)
+    norms = torch._foreach_norm(tensors)
+    return torch.isfinite(torch.stack([n.to(norms[0].device, torch.float32) for n in norms]).sum())
 
 
 def _finite(value):

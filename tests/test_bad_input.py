@@ -306,6 +306,26 @@ BAD_TRAINING_SPECS = [
         'train.stages[0].stop_condition.kwargs.num_epochs', 'positive integer', '-1', line='"num_epochs": -1'),
     bad('fractional-epochs', lambda s: stage(s)['stop_condition']['kwargs'].update(num_epochs=2.5),
         'train.stages[0].stop_condition.kwargs.num_epochs', 'positive integer', '2.5'),
+    # -- monitors: names the epoch's row holds (the validation pipelines' display names) --
+    bad('early-stopping-monitor-unknown', lambda s: stage(s).update(stop_condition={
+        'class': 'torchassistant.stop_conditions.EarlyStopping', 'kwargs': {'monitor': 'val los', 'patience': 2}}),
+        'train.stages[0].stop_condition.kwargs.monitor', 'EarlyStopping monitors "val los", which the rows of '
+        'this stage do not hold', "did you mean 'val loss'", 'they hold: acc, loss, val acc, val loss',
+        line='"monitor": "val los"'),
+    bad('early-stopping-monitor-argument', lambda s: stage(s).update(stop_condition={
+        'class': 'EarlyStopping', 'args': ['validation loss']}),
+        'train.stages[0].stop_condition.args[0]', 'EarlyStopping monitors "validation loss"',
+        line='"validation loss"'),
+    bad('scheduler-monitor-unknown', lambda s: S(s, 'optimizer').update(lr_scheduler={
+        'class': 'ReduceLROnPlateau', 'monitor': 'val accuracy'}),
+        f'{DEF}[6] "optimizer" spec.lr_scheduler.monitor', 'optimizer "optimizer" is trained in stage 0, whose '
+        'epoch rows have no "val accuracy" to step its scheduler with', "did you mean 'val acc'",
+        line='"monitor": "val accuracy"'),
+    bad('scheduler-monitor-of-training-only', chain(
+        lambda s: stage(s).update(validation_pipelines=['evaluation_pipeline']),
+        lambda s: S(s, 'optimizer').update(lr_scheduler={'class': 'ReduceLROnPlateau', 'monitor': 'loss'})),
+        f'{DEF}[6] "optimizer" spec.lr_scheduler.monitor', 'no "loss" to step its scheduler with',
+        'the rows hold: val acc, val loss'),
     bad('eval_steps-zero', lambda s: stage(s).update(eval_steps=0),
         'train.stages[0].eval_steps', 'a number of batches (integer >= 1) or a fraction in (0, 1], not 0'),
     bad('eval_steps-fraction-above-one', lambda s: stage(s).update(eval_steps=1.5),

@@ -311,14 +311,14 @@ def default_graph(entities):
 
 def _build_pipeline(name, spec, entities, device):
     batch_graph = entities.batch_graphs[spec['graph']] if 'graph' in spec else default_graph(entities)
-    default_port = batch_graph.input_ports[0]
+    default_port = rules.default_port(batch_graph.input_ports)       # validation: given where this is None
     feeds = [Feed(entry['data_loader'], entities.data_loaders[entry['data_loader']],
                   entry.get('variable_names'), entry.get('input_port', default_port))
              for entry in spec['input_injector']]
-    default_node = batch_graph.node_names()[-1]
-    losses = [Use(entry.get('loss_display_name', entry['loss_name']), entities.losses[entry['loss_name']],
+    default_node = rules.default_node(batch_graph.node_names())
+    losses = [Use(rules.display_name(entry), entities.losses[entry['loss_name']],
                   entry.get('node_name', default_node)) for entry in spec.get('losses', [])]
-    metrics = [Use(entry.get('display_name', entry['metric_name']), entities.metrics[entry['metric_name']],
+    metrics = [Use(rules.display_name(entry), entities.metrics[entry['metric_name']],
                    entry.get('node_name', default_node)) for entry in spec.get('metrics', [])]
     pipeline = Pipeline(name, batch_graph, feeds, losses, metrics, device, entities.where['pipelines', name])
     pipeline.clippers = step.clippers_of(entities.every('gradient_clippers'), pipeline.optimizers)  # needs its optimizers

@@ -64,7 +64,7 @@ class Inference:
         self.ports = [m.get('input_port', pipeline.feeds[i].port) for i, m in enumerate(self.metas)]
         self.converters = [_build(document, ('inputs_meta', i, 'input_converter'), m['input_converter'], entities)
                            for i, m in enumerate(self.metas)]
-        self.names = spec.get('results', ['y_hat'])
+        self.names = spec.get('results', [rules.LONE_MODEL_OUTPUT])
         self.post = _build(document, ('post_processor',), spec['post_processor'], entities, (entities,)) \
             if 'post_processor' in spec else None
         self.device = _build(document, ('output_device',), spec['output_device'], entities) \

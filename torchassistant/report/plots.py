@@ -14,9 +14,9 @@ from matplotlib.ticker import MaxNLocator
 from torchassistant.core.errors import UsageError
 from torchassistant.core.hints import Hint
 from torchassistant.report import status as session_status
-from torchassistant.report.progress import lower_is_better
 from torchassistant.session import atomic
 from torchassistant.session.store import SessionStore
+from torchassistant.spec.rules import lower_is_better
 
 PANEL_SIZE = (5.2, 3.6)      # inches, at DPI
 DPI = 100

@@ -22,6 +22,8 @@ import time
 
 from tqdm import tqdm
 
+from torchassistant.spec.rules import best_epoch, best_metric_mode, lower_is_better  # noqa: F401  (defined there)
+
 BAR_FORMAT = '{desc} |{bar:20}| {n_fmt} / {total_fmt} [{elapsed}<{remaining}, {rate_fmt}]'
 
 
@@ -104,7 +106,7 @@ class ConsoleProgress:
         lines = [f'Training finished: {epochs} epoch(s) in {_clock(seconds)} (all {progress.stage} stage(s) done, '
                  f'{progress.epoch} epochs in total)']
         for stage, rows in sorted(progress.history.items()):
-            mode = self.best_metric.get('mode', 'min') if self.best_metric else None
+            mode = best_metric_mode(self.best_metric) if self.best_metric else None
             pipelines = self.trained.get(int(stage), 1)
             best = best_epoch(rows, self.best_metric.get('name'), mode, pipelines)
             if best is not None:
@@ -120,31 +122,6 @@ class ConsoleProgress:
     def _print(self, line):
         if not self.quiet:
             print(line, file=self.stream, flush=True)
-
-
-def lower_is_better(name):
-    """Losses and error rates go down, everything else (accuracy, F1...) up."""
-    words = name.lower().replace('_', ' ').split()
-    return any(w in ('loss', 'cer', 'wer', 'error', 'err', 'mse', 'mae', 'perplexity') or w.endswith('loss')
-               for w in words)
-
-
-def best_epoch(rows, name=None, mode=None, pipelines=1):
-    """(epoch number, metric, value) of the best row by `name` (`mode` "min" or "max"), by default the
-    first validation metric ("val ...") else the first metric, lower-is-better for losses and error
-    rates; None when there is nothing to compare. Without a `name`, a stage that trains several
-    `pipelines` has no default: its metrics measure different players (a GAN's discriminator accuracy is
-    highest when the generator is worst), so None."""
-    names = list(dict.fromkeys(k for row in rows for k in row))
-    if not names or (name is None and pipelines > 1):
-        return None
-    name = name or next((n for n in names if n.startswith('val')), names[0])
-    scored = [(row[name], i) for i, row in enumerate(rows, start=1) if name in row and row[name] == row[name]]
-    if not scored:
-        return None
-    sign = 1 if (mode == 'min' if mode else lower_is_better(name)) else -1
-    value, number = min(scored, key=lambda s: (sign * s[0], s[1]))    # the earliest of equal bests
-    return number, name, value
 
 
 def _clock(seconds):

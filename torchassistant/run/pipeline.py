@@ -11,6 +11,7 @@ import torch
 
 from torchassistant.run.data import describe, to_device
 from torchassistant.run.graph import StepError
+from torchassistant.spec import rules
 
 
 @dataclass
@@ -50,13 +51,13 @@ class Feed:
     """One data loader of an input injector: its batches become named variables on a port."""
     loader_name: str
     loader: object
-    variable_names: list     # None: input_1..input_n
+    variable_names: list     # None: rules.DEFAULT_VARIABLES (input_1..input_n)
     port: str
 
     def frame(self, batch):
         if isinstance(batch, torch.Tensor) or not isinstance(batch, (tuple, list)):
             batch = (batch,)
-        names = self.variable_names or [f'input_{i}' for i in range(1, len(batch) + 1)]
+        names = self.variable_names or [rules.default_variable(i) for i in range(1, len(batch) + 1)]
         if len(names) != len(batch):
             raise ValueError(f'data loader "{self.loader_name}" yields batches of {len(batch)} elements '
                              f'but variable_names names {len(names)}: {names}')

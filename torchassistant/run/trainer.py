@@ -20,6 +20,7 @@ from torchassistant.run import distributed
 from torchassistant.run.graph import StepError
 from torchassistant.run.meters import Meters
 from torchassistant.session import checkpoint
+from torchassistant.spec import rules
 
 
 def run_pipelines(pipelines, eval_steps=1.0, phase='validation', precision=None, on_batch=None):
@@ -63,7 +64,7 @@ class Trainer:
         self.store = store
         self.step = step
         self.events = events
-        self.checkpoint_every = checkpoint_every or CheckpointEvery(minutes=10)
+        self.checkpoint_every = checkpoint_every or CheckpointEvery(**rules.CHECKPOINT_EVERY)
         self.stop = stop or StopRequest()
 
     def run(self, progress, resume=None):

@@ -51,6 +51,7 @@ from torchassistant.session import lock as session_lock
 from torchassistant.session.atomic import WriteError
 from torchassistant.session.checkpoint import plain_data_problem
 from torchassistant.session.lock import LOCK
+from torchassistant.spec.rules import KEEP_CHECKPOINTS, best_metric_mode, better, comparable
 
 EXPANDED = 'expanded.json'
 SPEC = 'spec.json'
@@ -72,17 +73,17 @@ class CheckpointId(namedtuple('CheckpointId', 'epoch batch')):
 
 
 class SessionStore:
-    def __init__(self, path, keep_checkpoints=3, best_metric=None):
+    def __init__(self, path, keep_checkpoints=KEEP_CHECKPOINTS, best_metric=None):
         self.path = os.fspath(path)
         self.shown = self.path          # the name messages use (create writes in a staging folder)
         self.set_retention(keep_checkpoints, best_metric)
 
-    def set_retention(self, keep_checkpoints=3, best_metric=None):
+    def set_retention(self, keep_checkpoints=KEEP_CHECKPOINTS, best_metric=None):
         """Keep the newest `keep_checkpoints` (>= 1) epoch-end checkpoints, and best.pt by `best_metric`,
         {"name": a metric's display name, "mode": "min" | "max"} (None: no best.pt)."""
         if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) or keep_checkpoints < 1:
             raise ValueError(f'keep_checkpoints must be an integer >= 1, not {keep_checkpoints!r}')
-        if best_metric is not None and best_metric.get('mode', 'min') not in ('min', 'max'):
+        if best_metric is not None and best_metric_mode(best_metric) not in ('min', 'max'):
             raise ValueError(f'best_metric mode must be "min" or "max", not {best_metric.get("mode")!r}')
         self.keep_checkpoints = keep_checkpoints
         self.best_metric = best_metric
@@ -148,7 +149,7 @@ class SessionStore:
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path, keep_checkpoints=3, best_metric=None):
+    def open(cls, path, keep_checkpoints=KEEP_CHECKPOINTS, best_metric=None):
         path = os.fspath(path)
         if not os.path.exists(path):
             raise UsageError(f'session folder "{path}" does not exist; create it with: ', Hint("init", "SPEC.json"))
@@ -300,14 +301,14 @@ class SessionStore:
         return '; '.join(parts)
 
     def _update_best(self, ident, row, data):
-        name, mode = self.best_metric['name'], self.best_metric.get('mode', 'min')
+        name, mode = self.best_metric['name'], best_metric_mode(self.best_metric)
         if name not in row:
             raise UsageError(f'train.best_metric names "{name}", which is not among the metrics of epoch '
                              f'{ident.epoch}: {", ".join(row) or "none"}')
         value = float(row[name])
         best = self.best_record()
-        if math.isnan(value) or best and (best['metric'], best['mode']) == (name, mode) \
-                and not (value < best['value'] if mode == 'min' else value > best['value']):
+        if not comparable(value) or best and (best['metric'], best['mode']) == (name, mode) \
+                and not better(value, best['value'], mode):
             return
         base = self._file('best')
         try:    # best.json last: a crash before it makes the resumed run, replaying this epoch, redo all three

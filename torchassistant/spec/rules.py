@@ -1,15 +1,107 @@
-"""Rules of the format that both validation and building need, each written once.
+"""Rules of the format that more than one module needs, each written once.
 
-Validation calls them with names (nothing is built yet), building with the built entities' names;
-both then act on the same answer.
+Validation calls them with names (nothing is built yet), building with the built entities' names,
+training, reporting and the session with what they hold; all then act on the same answer. The list of
+definition groups is the schema's (`torchassistant.spec.schema.GROUPS`).
 """
+import math
 import re
 from dataclasses import dataclass
 from typing import Optional
 
 DEFAULT_PORT = 'input'           # the one port of a graph the spec did not write
-LONE_MODEL_INPUT = 'input_1'     # what a lone model reads ...
-LONE_MODEL_OUTPUT = 'y_hat'      # ... and what its first output is called
+DEFAULT_VARIABLES = 'input_1..input_n'   # a loader without "variable_names": element i of a batch is input_i
+
+
+def default_variable(index):
+    """The name of element `index` (1-based) of a batch from a loader without "variable_names"."""
+    return f'input_{index}'
+
+
+def is_default_variable(name):
+    """Whether `name` is one of DEFAULT_VARIABLES (input_1, input_2, ...)."""
+    return name.startswith('input_') and name[6:].isdigit() and int(name[6:]) >= 1
+
+
+LONE_MODEL_INPUT = default_variable(1)     # what a lone model reads ...
+LONE_MODEL_OUTPUT = 'y_hat'                # ... and what its first output is called; what infer shows by default
+
+
+# ---- pipelines: what a feed, loss or metric gets when the spec leaves it out ----
+
+def default_port(ports):
+    """The port of a feed without "input_port": the graph's only port; None when it has several (the
+    feed must then name one)."""
+    return ports[0] if len(ports) == 1 else None
+
+
+def default_node(nodes):
+    """The node whose outputs a loss or metric without "node_name" reads: the graph's only node; None
+    when it has several (the loss or metric must then name one)."""
+    return nodes[0] if len(nodes) == 1 else None
+
+
+def display_name(use):
+    """The name a pipeline's loss or metric entry shows in rows, the CSV and progress, and what monitors
+    and best_metric name: its "loss_display_name" / "display_name", else the definition's name."""
+    if 'loss_name' in use:
+        return use.get('loss_display_name', use['loss_name'])
+    return use.get('display_name', use.get('metric_name'))
+
+
+def display_names(pipeline):
+    """The names a pipeline's rows hold: its metrics', then its losses'."""
+    return [display_name(u) for u in pipeline.get('metrics', [])] + \
+        [display_name(u) for u in pipeline.get('losses', [])]
+
+
+# ---- training: defaults of "train" ----
+
+KEEP_CHECKPOINTS = 3                  # train.keep_checkpoints: epoch-end checkpoints kept
+CHECKPOINT_EVERY = {'minutes': 10}    # train.checkpoint_every: mid-epoch checkpoints
+
+
+# ---- which epoch is best ----
+
+def lower_is_better(name):
+    """Losses and error rates go down, everything else (accuracy, F1...) up."""
+    words = name.lower().replace('_', ' ').split()
+    return any(w in ('loss', 'cer', 'wer', 'error', 'err', 'mse', 'mae', 'perplexity') or w.endswith('loss')
+               for w in words)
+
+
+def best_metric_mode(best_metric):
+    """train.best_metric's "mode": "min" unless it says "max"."""
+    return best_metric.get('mode', 'min')
+
+
+def comparable(value):
+    """Whether a row's value takes part in choosing the best: a number, not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def better(value, than, mode):
+    """Whether `value` beats `than` under `mode` ("min" or "max"); a tie does not (the earlier epoch
+    stays the best), and neither does a value that is not comparable."""
+    return comparable(value) and (value < than if mode == 'min' else value > than)
+
+
+def best_epoch(rows, name=None, mode=None, pipelines=1):
+    """(epoch number, metric, value) of the best row by `name` (`mode` "min" or "max"), by default the
+    first validation metric ("val ...") else the first metric, lower-is-better for losses and error
+    rates; the earliest of equal bests; None when there is nothing to compare. Without a `name`, a
+    stage that trains several `pipelines` has no default: its metrics measure different players (a
+    GAN's discriminator accuracy is highest when the generator is worst), so None."""
+    names = list(dict.fromkeys(k for row in rows for k in row))
+    if not names or (name is None and pipelines > 1):
+        return None
+    name = name or next((n for n in names if n.startswith('val')), names[0])
+    mode = mode or ('min' if lower_is_better(name) else 'max')
+    best = None
+    for number, row in enumerate(rows, start=1):
+        if comparable(row.get(name)) and (best is None or better(row[name], best[2], mode)):
+            best = (number, name, row[name])
+    return best
 
 
 @dataclass
@@ -96,6 +188,14 @@ def topological_order(nodes, ingoing_edges):
 # ---- stop conditions ----
 
 EPOCHS_COMPLETED = 'torchassistant.stop_conditions.EpochsCompleted'
+EARLY_STOPPING = 'torchassistant.stop_conditions.EarlyStopping'
+
+
+def row_pipelines(stage):
+    """The pipelines whose display names an epoch's row holds (what EarlyStopping, a scheduler's
+    "monitor" and best_metric can name): the stage's validation pipelines, or without any, the running
+    values of its training pipelines. The trainer records the row so."""
+    return stage.get('validation_pipelines') or stage.get('training_pipelines', [])
 
 
 def num_epochs_problem(value):

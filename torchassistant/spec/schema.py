@@ -5,8 +5,20 @@ prints one so an editor can complete and underline specs. Semantics that a schem
 (references, importable classes, signatures, graphs) are checked in `torchassistant.spec.validate`.
 """
 
+from torchassistant.spec.rules import CHECKPOINT_EVERY, KEEP_CHECKPOINTS
+
+# the definition groups, in the order they are built: the one list (validation, building, concise
+# specs' two parts and the messages derive from it)
 GROUPS = ('datasets', 'splits', 'preprocessors', 'collators', 'data_loaders', 'models', 'optimizers',
           'losses', 'metrics', 'batch_processors', 'batch_graphs', 'gradient_clippers', 'backward_hooks')
+DATA_GROUPS = GROUPS[:GROUPS.index('data_loaders') + 1]   # what data loaders are made of (a concise spec's "data")
+COMPUTATION_GROUPS = GROUPS[len(DATA_GROUPS):]              # the rest (a concise spec's "computation")
+
+
+def singular(group):
+    """A group's member in words: 'losses' -> 'loss', 'data_loaders' -> 'data loader'."""
+    return (group[:-2] if group.endswith('sses') else group[:-1]).replace('_', ' ')
+
 
 _STRING = {'type': 'string', 'minLength': 1}
 _NAMES = {'type': 'array', 'items': _STRING}
@@ -131,8 +143,10 @@ TRAIN = _object({
                'description': 'missing: one stage is filled in; [] in a concise spec: no stages'},
     'checkpoint_every': {'oneOf': [_object({'iterations': {'type': 'integer', 'minimum': 1}}, ['iterations']),
                                    _object({'minutes': {'type': 'number', 'exclusiveMinimum': 0}}, ['minutes'])],
-                         'description': 'mid-epoch checkpoints: every N iterations or M minutes (default 10 minutes)'},
-    'keep_checkpoints': {'type': 'integer', 'minimum': 1, 'description': 'epoch-end checkpoints kept (default 3)'},
+                         'description': f'mid-epoch checkpoints: every N iterations or M minutes (default '
+                                        f'{CHECKPOINT_EVERY["minutes"]} minutes)'},
+    'keep_checkpoints': {'type': 'integer', 'minimum': 1,
+                         'description': f'epoch-end checkpoints kept (default {KEEP_CHECKPOINTS})'},
     'best_metric': _object({'name': _STRING, 'mode': {'enum': ['min', 'max']}}, ['name']),
     'accumulate': {'type': 'integer', 'minimum': 1, 'description': 'iterations per optimizer step (default 1)'},
     'clip_grad_norm': {'type': 'number', 'exclusiveMinimum': 0, 'description': 'clip gradients to this total norm'},

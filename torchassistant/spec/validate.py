@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 from torchassistant.core import resolve
 from torchassistant.core.errors import SpecError
 from torchassistant.spec import rules
-from torchassistant.spec.schema import GROUPS, SCHEMAS
+from torchassistant.spec.rules import display_names
+from torchassistant.spec.schema import GROUPS, SCHEMAS, singular
 
 _JSON_TYPES = {dict: 'an object', list: 'a list', str: 'a string', bool: 'true/false', int: 'a number',
                float: 'a number', type(None): 'null'}
@@ -139,6 +140,7 @@ class _Semantics:
         self.graph_nodes = {}  # batch graph -> list of node names
         self.steps = {}        # batch processor (or lone model) -> optimizer names of its nodes
         self.pipeline_nodes = {}   # pipeline -> its graph's node names, when known
+        self.monitors = {}     # optimizer -> (path, name) of its LR scheduler's "monitor"
 
     def add(self, path, message):
         self.problems.append(self.doc.problem(path, message))
@@ -159,6 +161,20 @@ class _Semantics:
                 self.check_stage(('train', 'stages', index), stage, pipelines)
         if stages and pipelines is not None:
             self.check_best_metric(stages, pipelines)
+            self.check_scheduler_monitors(stages, pipelines)
+
+    def row_names(self, stage, pipelines):
+        """The display names of a stage's epoch rows (rules.row_pipelines), or None when they are not
+        known (a malformed or unknown pipeline: reported elsewhere)."""
+        names = rules.row_pipelines(stage) if isinstance(stage, dict) else None
+        if not isinstance(names, list) or pipelines is None:
+            return None
+        shown = []
+        for name in names:
+            if not isinstance(name, str) or name not in pipelines or not self.well_formed(name, pipelines):
+                return None
+            shown += display_names(pipelines[name])
+        return list(dict.fromkeys(shown))
 
     def check_best_metric(self, stages, pipelines):
         """train.best_metric names a metric some stage records in its rows."""
@@ -167,15 +183,47 @@ class _Semantics:
             return
         shown = []
         for stage in (s for s in stages if isinstance(s, dict)):
-            key = 'validation_pipelines' if stage.get('validation_pipelines') else 'training_pipelines'
-            for name in stage.get(key, []) if isinstance(stage.get(key), list) else []:
-                if name not in pipelines or not self.well_formed(name, pipelines):
-                    return          # reported elsewhere; what the rows hold is not known
-                shown += display_names(pipelines[name])
+            names = self.row_names(stage, pipelines)
+            if names is None:
+                return          # reported elsewhere; what the rows hold is not known
+            shown += names
         shown = list(dict.fromkeys(shown))
         if best['name'] not in shown:
             self.add(('train', 'best_metric', 'name'), f'no stage records "{best["name"]}"'
                      + resolve.suggest(best['name'], shown) + f'; the rows hold: {", ".join(shown)}')
+
+    def check_scheduler_monitors(self, stages, pipelines):
+        """An LR scheduler's "monitor" is in the row of every stage that trains its optimizer (the
+        trainer steps it with that value after each epoch's validation)."""
+        if not self.sound(('train', 'stages')):
+            return
+        for optimizer, (path, monitor) in self.monitors.items():
+            for index, stage in enumerate(stages):
+                if not isinstance(stage, dict) or not self.steps_optimizer(stage, optimizer):
+                    continue
+                names = self.row_names(stage, pipelines)
+                if names is not None and monitor not in names:
+                    self.add(path, f'optimizer "{optimizer}" is trained in stage {index}, whose epoch rows have no '
+                                   f'"{monitor}" to step its scheduler with' + resolve.suggest(monitor, names)
+                             + f'; the rows hold: {", ".join(names)}')
+                    break
+
+    def steps_optimizer(self, stage, optimizer):
+        """Whether a training pipeline of `stage` is known to step `optimizer` (some node of its graph)."""
+        trained = stage.get('training_pipelines')
+        return isinstance(trained, list) and any(
+            optimizer in self.steps.get(node, ()) for name in trained if isinstance(name, str)
+            for node in self.pipeline_nodes.get(name, ()))
+
+    def check_monitor(self, path, spec, stage, pipelines):
+        """EarlyStopping's monitor (kwargs.monitor, or its first argument) is in the stage's rows."""
+        kwargs, args = spec.get('kwargs', {}), spec.get('args', [])
+        where, monitor = (('kwargs', 'monitor'), kwargs['monitor']) if 'monitor' in kwargs else \
+            (('args', 0), args[0]) if args else (None, None)
+        names = self.row_names(stage, pipelines)
+        if isinstance(monitor, str) and names is not None and monitor not in names:
+            self.add(path + where, f'EarlyStopping monitors "{monitor}", which the rows of this stage do not hold'
+                     + resolve.suggest(monitor, names) + f'; they hold: {", ".join(names)}')
 
     def check_definition(self, index, definition):
         """Record the definition's name in its group and check its spec (unless already malformed)."""
@@ -223,7 +271,7 @@ class _Semantics:
         other = [d['group'] for d in self.definitions if isinstance(d, dict) and d.get('name') == name
                  and d.get('group') in GROUPS and d.get('group') != group]
         hint = f' ("{name}" is one of the {other[0]})' if other else resolve.suggest(name, names)
-        self.add(path, f'there is no {_singular(group)} named "{name}"{hint}'
+        self.add(path, f'there is no {singular(group)} named "{name}"{hint}'
                        + (f'; defined {group}: {", ".join(names)}' if names else f'; no {group} are defined'
                           + (' above' if before < len(self.definitions) else '')))
         return False
@@ -325,6 +373,8 @@ class _Semantics:
         if 'lr_scheduler' in spec:
             scheduler = dict(spec['lr_scheduler'])
             monitor = scheduler.pop('monitor', None)
+            if isinstance(monitor, str):
+                self.monitors[name] = (path + ('lr_scheduler', 'monitor'), monitor)
             target = self.buildable(path + ('lr_scheduler',), scheduler, 'lr_scheduler', leading=1)
             if target is not None and monitor is None and _needs_metric(target):
                 self.add(path + ('lr_scheduler',), f'{target.__name__} steps with a metric: add "monitor": the '
@@ -464,13 +514,12 @@ class _Semantics:
                     self.add(path + ('input_injector',), f'model "{model}" reads "{variable}" ({where}), but nothing '
                                                          f'in this pipeline provides it' + variables.hint(variable))
         shown = {}
-        for key, name_key, display_key, group in (('losses', 'loss_name', 'loss_display_name', 'losses'),
-                                                  ('metrics', 'metric_name', 'display_name', 'metrics')):
+        for key, name_key, group in (('losses', 'loss_name', 'losses'), ('metrics', 'metric_name', 'metrics')):
             for i, use in enumerate(pipeline.get(key, [])):
                 use_path = path + (key, i)
                 if not self.ref(use_path + (name_key,), use[name_key], group, len(self.definitions)):
                     continue
-                display = use.get(display_key, use[name_key])
+                display = rules.display_name(use)
                 if display in shown:
                     self.add(use_path, f'display name "{display}" is already used by {shown[display]} in this pipeline')
                 shown[display] = f'{key}[{i}]'
@@ -487,14 +536,14 @@ class _Semantics:
             if known and 'input_port' in feed and feed['input_port'] not in known[0]:
                 self.add(path + ('input_injector', i, 'input_port'), f'the graph has no input port "{feed["input_port"]}"'
                          + resolve.suggest(feed['input_port'], known[0]) + f'; ports: {", ".join(known[0])}')
-            elif known and 'input_port' not in feed and len(known[0]) > 1:
+            elif known and 'input_port' not in feed and rules.default_port(known[0]) is None:
                 self.add(path + ('input_injector', i), f'needs "input_port": the graph has several ({", ".join(known[0])})')
         return variables
 
     def check_node_name(self, use_path, use, nodes):
         """The node whose outputs a loss or metric reads is given where needed and exists."""
         node = use.get('node_name')
-        if node is None and len(nodes) > 1:
+        if node is None and rules.default_node(nodes) is None:
             self.add(use_path, f'needs "node_name": the graph has several nodes ({", ".join(nodes)})')
             return False
         if node is not None and node not in nodes:
@@ -510,7 +559,7 @@ class _Semantics:
         index = self.defined[group][name]
         for j, variable in enumerate(spec['inputs']):
             if not variables.provide(variable):
-                self.add(path, f'{_singular(group)} "{name}" reads "{variable}" '
+                self.add(path, f'{singular(group)} "{name}" reads "{variable}" '
                                f'(initialize.definitions[{index}] spec.inputs[{j}]), but nothing in this pipeline '
                                f'provides it' + variables.hint(variable))
 
@@ -523,6 +572,8 @@ class _Semantics:
             target = self.buildable(condition_path, stage['stop_condition'], 'stop_condition')
             if resolve.qualified_name(target) == rules.EPOCHS_COMPLETED:
                 self.check_epochs(condition_path, stage['stop_condition'])
+            elif resolve.qualified_name(target) == rules.EARLY_STOPPING:
+                self.check_monitor(condition_path, stage['stop_condition'], stage, pipelines)
 
     def check_stage_pipelines(self, path, stage, pipelines):
         """Stage pipelines exist, training ones have losses, validation ones show distinct names."""
@@ -570,7 +621,7 @@ class _Semantics:
 
 
 class _Variables:
-    """The variable names a pipeline provides: loader variables, model outputs, and input_1..input_n
+    """The variable names a pipeline provides: loader variables, model outputs, and rules.DEFAULT_VARIABLES
     when some loader has no variable_names (`open`)."""
 
     def __init__(self):
@@ -578,11 +629,11 @@ class _Variables:
         self.open = False
 
     def provide(self, variable):
-        return variable in self.names or (self.open and _is_default_name(variable))
+        return variable in self.names or (self.open and rules.is_default_variable(variable))
 
     def hint(self, variable):
         return resolve.suggest(variable, self.names) + '; available: ' + \
-            ', '.join(list(dict.fromkeys(self.names)) + (['input_1..input_n'] if self.open else []))
+            ', '.join(list(dict.fromkeys(self.names)) + ([rules.DEFAULT_VARIABLES] if self.open else []))
 
 
 def _needs_metric(scheduler_class):
@@ -592,18 +643,3 @@ def _needs_metric(scheduler_class):
     except (TypeError, ValueError, AttributeError):
         return False
     return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)
-
-
-def _singular(group):
-    """'losses' -> 'loss', 'data_loaders' -> 'data loader'."""
-    return (group[:-2] if group.endswith('sses') else group[:-1]).replace('_', ' ')
-
-
-def display_names(pipeline):
-    return [u.get('display_name', u.get('metric_name')) for u in pipeline.get('metrics', [])] + \
-        [u.get('loss_display_name', u.get('loss_name')) for u in pipeline.get('losses', [])]
-
-
-def _is_default_name(name):
-    return name.startswith('input_') and name[6:].isdigit() and int(name[6:]) >= 1
-

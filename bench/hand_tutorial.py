@@ -2,12 +2,15 @@
 asks TorchAssistant to do, for one epoch.
 
     python bench/hand_tutorial.py --kind FashionMNIST --root DIR --seed S --workers 2 --checkpoint FILE
+    python bench/hand_tutorial.py ... --device cuda --precision 16-mixed    (a GPU, autocast + GradScaler)
     torchrun --nproc_per_node=2 bench/hand_tutorial.py ... --workers 0      (DistributedDataParallel, gloo)
 
 LeNet5 and MyCollator from examples/mnist, DataLoader(batch_size=32, num_workers=N), Adam(lr=1e-3),
 CrossEntropyLoss after convert_labels, running accuracy (reverse_onehot) and loss kept on the device
 and printed every 10% of the epoch; then validation on the training and the test loader, the epoch's
-line in the tutorial's format, and a checkpoint (model and optimizer) saved with torch.save.
+line in the tutorial's format, and a checkpoint (model and optimizer) saved with torch.save. On a
+GPU, batches go to the device as they come (non_blocking, as TorchAssistant moves them), and with
+--precision the forward pass and the loss run under torch.autocast (16-mixed: with a GradScaler).
 
 Under torchrun each process trains on every N-th example (DistributedSampler, no shuffling), validates
 on its exact share of each loader, and the sums are all-reduced; rank 0 prints and saves.
@@ -26,6 +29,9 @@ def main():
     parser.add_argument('--seed', type=int, required=True, help='torch.manual_seed before the model is made')
     parser.add_argument('--workers', type=int, default=2, help='DataLoader num_workers')
     parser.add_argument('--checkpoint', required=True, help='where to torch.save the model and optimizer')
+    parser.add_argument('--device', default='cpu', help='where to train, e.g. cuda (default cpu)')
+    parser.add_argument('--precision', default='32', choices=('32', 'bf16-mixed', '16-mixed'),
+                        help='autocast dtype, as TorchAssistant\'s "precision" (default 32)')
     args = parser.parse_args()
 
     import torch
@@ -34,6 +40,13 @@ def main():
     from torch.utils.data import DataLoader
 
     from examples.mnist import LeNet5, MyCollator, convert_labels, reverse_onehot
+
+    device = torch.device(args.device)
+    dtype = {'32': None, 'bf16-mixed': torch.bfloat16, '16-mixed': torch.float16}[args.precision]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
 
     world = int(os.environ.get('WORLD_SIZE', '1'))
     rank = 0
@@ -47,7 +60,7 @@ def main():
     dataset = getattr(torchvision.datasets, args.kind)
     train_ds, test_ds = dataset(args.root, train=True), dataset(args.root, train=False)
     torch.manual_seed(args.seed)
-    model = LeNet5()
+    model = LeNet5().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     criterion = nn.CrossEntropyLoss()
     collator = MyCollator()
@@ -64,18 +77,25 @@ def main():
 
     # ---- one epoch of training, running metrics on the device, a progress line every 10% ----
     network.train()
-    correct, loss_sum, seen = torch.zeros((), dtype=torch.long), torch.zeros(()), 0
+    correct, loss_sum, seen = torch.zeros((), dtype=torch.long, device=device), torch.zeros((), device=device), 0
     every = max(1, -(-len(train_loader) // 10))
     for batch, (x, labels) in enumerate(train_loader, start=1):
-        y_hat = network(x)[0]
-        scores, targets = convert_labels(y_hat, labels)
-        loss = criterion(scores, targets)
+        x = x.to(device, non_blocking=True)
+        with autocast():
+            y_hat = network(x)[0]
+            scores, targets = convert_labels(y_hat, labels)
+            loss = criterion(scores, targets.to(device, non_blocking=True))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         predictions, truth = reverse_onehot(y_hat, labels)
-        correct += (predictions == truth).sum()
-        loss_sum += loss.detach() * len(labels)
+        correct += (predictions == truth.to(device, non_blocking=True)).sum()
+        loss_sum += loss.detach().float() * len(labels)
         seen += len(labels)
         if rank == 0 and (batch % every == 0 or batch == len(train_loader)):
             print(f'Epoch     1 [acc {correct.item() / seen:.4f}, loss {loss_sum.item() / seen:.4f}] '
@@ -84,15 +104,18 @@ def main():
     # ---- validation on the training and the test loader ----
     def evaluate(data_loader):
         network.eval()
-        sums = torch.zeros(3, dtype=torch.float64)        # loss sum, correct, examples
+        sums, count = torch.zeros(2, dtype=torch.float64, device=device), 0        # loss sum, correct; examples
         with torch.inference_mode():
             for x, labels in data_loader:
-                y_hat = network(x)[0]
-                scores, targets = convert_labels(y_hat, labels)
+                with autocast():
+                    y_hat = network(x.to(device, non_blocking=True))[0]
+                    scores, targets = convert_labels(y_hat, labels)
+                    loss = criterion(scores, targets.to(device, non_blocking=True))
                 predictions, truth = reverse_onehot(y_hat, labels)
-                sums += torch.stack([criterion(scores, targets).double() * len(labels),
-                                     (predictions == truth).sum().double(),
-                                     torch.tensor(len(labels), dtype=torch.float64)])
+                sums += torch.stack([loss.double() * len(labels),
+                                     (predictions == truth.to(device, non_blocking=True)).sum().double()])
+                count += len(labels)
+        sums = torch.cat([sums.cpu(), torch.tensor([count], dtype=torch.float64)])
         if world > 1:
             dist.all_reduce(sums)
         return sums[1].item() / sums[2].item(), sums[0].item() / sums[2].item()

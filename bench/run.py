@@ -15,9 +15,13 @@ pairs (hand, framework | framework, hand | ...) in one run, reported as medians,
     python bench/run.py                  # all five on full-size Fashion-MNIST, 5 pairs each
     python bench/run.py --only 1,4 --repeats 9
     python bench/run.py --quick          # smoke run: the shipped MNIST sample, one pair each (timings mean nothing)
+    python bench/run.py --device cuda    # 1, 2 and 5 on a GPU with AMP (1 and 2 "16-mixed", 5 "bf16-mixed"),
+                                         # against the same hand loops there; target >= 0.97x their throughput
+                                         # (time <= 1.031x). Without CUDA it says so and exits 5.
+    python bench/run.py --quick --only 1,2,5 --precision 16-mixed    # the GPU run's code, on the CPU
 
 Exit status: 0 every target met, 1 a target missed, 2 data missing, 3 the sides disagree on results,
-4 a run failed (its output is shown).
+4 a run failed (its output is shown), 5 --device asks for a device this machine does not have (nothing run).
 """
 import argparse
 import io
@@ -38,6 +42,8 @@ REPO = workloads.REPO
 IMAGE = os.path.join(REPO, 'examples', 'mnist', 'digit_2.png')
 HAND = os.path.join(REPO, 'bench', 'hand_tutorial.py')
 LAUNCH_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT', 'LOCAL_WORLD_SIZE')
+ON_DEVICE = (1, 2, 5)            # the benchmarks --device runs elsewhere than on the CPU
+DEVICE_TARGET = round(1 / 0.97, 3)   # there: >= 0.97 of the hand loop's throughput
 
 
 class Bench:
@@ -69,9 +75,14 @@ class Bench:
         commands.init(workloads.write_json(os.path.join(self.workdir, name + '.json'), spec), stream=io.StringIO())
         return spec['session_dir']
 
-    def hand_command(self, seed, workers):
+    def hand_command(self, seed, workers, device='cpu', precision='32'):
         return [HAND, '--kind', self.data.kind, '--root', self.data.root, '--seed', str(seed), '--workers',
-                str(workers), '--checkpoint', os.path.join(self.workdir, 'hand.pt')]
+                str(workers), '--checkpoint', os.path.join(self.workdir, 'hand.pt'), '--device', device,
+                '--precision', precision]
+
+    def target(self, cpu_target):
+        """A time ratio's target: the CPU's, or on a GPU (--device) 1/0.97."""
+        return cpu_target if self.args.device == 'cpu' else DEVICE_TARGET
 
     def conclude(self, title, pairs, measures, tolerance=None):
         """Print the comparison of every measure (and the sanity line); the Verdicts, in order."""
@@ -102,16 +113,16 @@ def warm_up(bench, run):
             run(side, -1)
 
 
-def tutorial_runs(bench, name, workers, launch):
+def tutorial_runs(bench, name, workers, launch, device='cpu', precision='32'):
     """run(side, index) for one whole-process epoch of the tutorial spec: `launch()` (the interpreter, or
     torchrun) running train.py on a new session, or the hand-written loop, both from the same seed."""
     def run(side, index):
         seed = 100 + index
         if side == 'framework':
-            session = bench.session(name, workloads.tutorial_spec('', bench.data, seed, workers))
+            session = bench.session(name, workloads.tutorial_spec('', bench.data, seed, workers, device, precision))
             argv = launch() + [os.path.join(REPO, 'train.py'), session]
         else:
-            argv = launch() + bench.hand_command(seed, workers)
+            argv = launch() + bench.hand_command(seed, workers, device, precision)
         sample, text = measure.run_process(argv, cwd=REPO, env=bench.env)
         sample.results = epoch_row(text)
         return sample
@@ -123,47 +134,52 @@ def tutorial_runs(bench, name, workers, launch):
 def tutorial(bench):
     args = bench.args
     bench.write(f'\n== 1. tutorial: python train.py SESSION (spec examples/mnist/training.json, one epoch + '
-                f'validation on the training and test loaders, num_workers {args.workers}) vs python '
-                f'bench/hand_tutorial.py; whole processes, start to exit')
+                f'validation on the training and test loaders, num_workers {args.workers}, on {args.device}, '
+                f'precision {args.precision}) vs python bench/hand_tutorial.py; whole processes, start to exit')
 
-    run = tutorial_runs(bench, 'tutorial', args.workers, lambda: [sys.executable])
+    run = tutorial_runs(bench, 'tutorial', args.workers, lambda: [sys.executable], args.device, args.precision)
     warm_up(bench, run)
     pairs = interleave(args.repeats, run, bench.show)
     bench.conclude('1 tutorial', pairs, [
-        Measure('seconds', 'time', 1.03, note='start to exit'),
+        Measure('seconds', 'time', bench.target(1.03), note='start to exit'),
         Measure('peak_tree', 'peak RSS, all processes', 1.10, 'B', 'main + workers, summed, sampled every 20 ms'),
         Measure('peak_rss', 'peak RSS, largest process', 1.10, 'B', 'exact, from wait4'),
-        Measure('cpu', 'CPU time', note='main + loader workers')], tolerance=2e-3)
+        Measure('cpu', 'CPU time', note='main + loader workers')], tolerance=2e-3 if args.precision == '32' else 2e-2)
 
 
 # ---- 2 and 5. batches in memory, in this process -------------------------------------------------
 
-def preloaded(bench, precision='32'):
-    args, data = bench.args, bench.data
-    number = 2 if precision == '32' else 5
-    autocast = ' under torch.autocast(cpu, bfloat16)' if number == 5 else ''
-    bench.write(f'\n== {number}. preloaded tensors, precision {precision}: commands.train in this process (LeNet5 '
-                f'on {args.count} images as batches of 32 in memory, no workers, one epoch, no validation) vs the '
-                f'same loop by hand in this process{autocast}; verdict on the epoch (the Trainer.epoch call)')
+def preloaded(bench, precision=None):
+    """Benchmark 2 in --precision (default 32; 16-mixed on a GPU), or 5 in `precision`."""
+    args, data, device = bench.args, bench.data, bench.args.device
+    number, precision = (2, args.precision) if precision is None else (5, precision)
+    autocast = f' under torch.autocast({torch_device_type(device)}, {precision})' if precision != '32' else ''
+    bench.write(f'\n== {number}. preloaded tensors, precision {precision}, on {device}: commands.train in this process '
+                f'(LeNet5 on {args.count} images as batches of 32 in memory, no workers, one epoch, no validation) vs '
+                f'the same loop by hand in this process{autocast}; verdict on the epoch (the Trainer.epoch call)')
 
     def run(side, index):
         with measure.OtherLoad() as other:
             if side == 'hand':
-                measures, results = workloads.hand_preloaded(data, 100 + index, precision, args.count)
+                measures, results = workloads.hand_preloaded(data, 100 + index, precision, args.count, device)
             else:
                 measures, results = workloads.framework_preloaded(bench.workdir, index, data, 100 + index,
-                                                                  precision, args.count)
+                                                                  precision, args.count, device)
         return Sample(measures, results, other.seconds)
 
     if not args.quick:
-        workloads.hand_preloaded(data, 0, precision, min(args.count, 640))       # warm kernels and the batches
+        workloads.hand_preloaded(data, 0, precision, min(args.count, 640), device)   # warm kernels and the batches
         run('framework', -1)
     pairs = interleave(args.repeats, run, bench.show)
     whole = 'framework: commands.train, opening the session and saving the checkpoint; hand: model, loader, epoch'
-    bench.conclude(f'{number} preloaded{"" if number == 2 else " bf16-mixed"}', pairs, [
-        Measure('epoch', 'epoch time', 1.05),
+    bench.conclude(f'{number} preloaded{"" if precision == "32" else " " + precision}', pairs, [
+        Measure('epoch', 'epoch time', bench.target(1.05)),
         Measure('epoch_cpu', 'epoch CPU time', note='this process, all threads'),
         Measure('seconds', 'whole call', note=whole)], tolerance=2e-3 if precision == '32' else 2e-2)
+
+
+def torch_device_type(device):
+    return device.split(':')[0]
 
 
 def bf16(bench):
@@ -229,7 +245,13 @@ def parse_args(argv=None):
     intro, rest = __doc__.split('\n\n', 1)
     parser = argparse.ArgumentParser(description=intro, epilog=rest,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--only', default='1,2,3,4,5', help='which benchmarks, e.g. "1,3" (default all five)')
+    parser.add_argument('--only', help='which benchmarks, e.g. "1,3" (default all five; with --device cuda: 1,2,5)')
+    parser.add_argument('--device', default='cpu',
+                        help='where benchmarks 1, 2 and 5 train on both sides, e.g. cuda (default cpu; the others '
+                             'run on the CPU only)')
+    parser.add_argument('--precision', choices=('32', 'bf16-mixed', '16-mixed'),
+                        help='benchmarks 1 and 2 (5 is always bf16-mixed): default 32 on the CPU, 16-mixed (AMP '
+                             'with a GradScaler) on a GPU')
     parser.add_argument('--repeats', type=int, help='pairs of runs per benchmark (default 5; --quick 1)')
     parser.add_argument('--infer-repeats', type=int,
                         help='pairs for benchmark 3, whose runs are short (default 15; --quick 1)')
@@ -249,6 +271,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 5)
     args.infer_repeats = args.infer_repeats or (1 if args.quick else 15)
+    on_cpu = args.device == 'cpu'
+    args.precision = args.precision or ('32' if on_cpu else '16-mixed')
+    args.only = args.only or ('1,2,3,4,5' if on_cpu else ','.join(map(str, ON_DEVICE)))
     try:
         args.only = [int(n) for n in args.only.split(',')]
     except ValueError:
@@ -256,11 +281,37 @@ def parse_args(argv=None):
     unknown = [n for n in args.only if n not in BENCHMARKS]
     if unknown:
         parser.error(f'--only: no benchmark {unknown[0]}; they are {", ".join(map(str, BENCHMARKS))}')
+    elsewhere = [n for n in args.only if n not in ON_DEVICE]
+    if elsewhere and not on_cpu:
+        parser.error(f'--device {args.device}: benchmark {elsewhere[0]} runs on the CPU only; on a device: '
+                     f'{", ".join(map(str, ON_DEVICE))}')
     return args
+
+
+def missing_device(device):
+    """Why `device` cannot be used here (None when it can)."""
+    import torch
+    if device == 'cpu':
+        return None
+    if torch_device_type(device) != 'cuda':
+        return f'--device {device}: the benchmarks run on "cpu" or "cuda" (or "cuda:N")'
+    if not torch.cuda.is_available():
+        return (f'--device {device}: this machine has no CUDA device (torch {torch.__version__}'
+                f'{"" if torch.version.cuda else ", a CPU-only build"}); the GPU benchmarks (1, 2 and 5 with AMP) '
+                f'were not run. Their code runs on the CPU with: python bench/run.py --quick --only 1,2,5 '
+                f'--precision 16-mixed')
+    index = int(device.split(':')[1]) if ':' in device else 0
+    if index >= torch.cuda.device_count():
+        return f'--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)'
+    return None
 
 
 def main(argv=None):
     args = parse_args(argv)
+    missing = missing_device(args.device)
+    if missing:
+        print(f'skipped: {missing}', file=sys.stderr)
+        return 5
     root = os.path.abspath(args.data_root)
     try:
         data = workloads.mnist_sample(root, 640, 320) if args.quick else workloads.fashion_mnist(root, args.source_dir)
@@ -275,9 +326,11 @@ def main(argv=None):
     import torchassistant.cli.commands  # noqa: F401  (imports paid before any timing)
     if args.threads:
         torch.set_num_threads(args.threads)
+    on = '' if args.device == 'cpu' else \
+        f'; on {args.device} ({torch.cuda.get_device_name(torch.device(args.device))}), precision {args.precision}'
     print(f'TorchAssistant vs hand-written PyTorch: {data.describe()}, {train} training and {test} test images; '
           f'{args.repeats} pairs ({args.infer_repeats} for infer); torch {torch.__version__}, '
-          f'{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; load average {measure.load_average()}'
+          f'{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; load average {measure.load_average()}{on}'
           + ('\n(--quick: a smoke run; its timings mean nothing)' if args.quick else ''), flush=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix='ta-bench-') as workdir:

@@ -72,11 +72,12 @@ def mnist_sample(root, train, test):
 
 # ---- specs ---------------------------------------------------------------------------------------
 
-def tutorial_spec(session_dir, data, seed, num_workers):
-    """examples/mnist/training.json for one epoch on `data`, with `num_workers` loader processes."""
+def tutorial_spec(session_dir, data, seed, num_workers, device='cpu', precision='32'):
+    """examples/mnist/training.json for one epoch on `data`, with `num_workers` loader processes, on
+    `device` in `precision`."""
     with open(os.path.join(REPO, 'examples', 'mnist', 'training.json')) as f:
         spec = json.load(f)
-    spec.update({'session_dir': session_dir, 'seed': seed, 'device': 'cpu'})
+    spec.update({'session_dir': session_dir, 'seed': seed, 'device': device, 'precision': precision})
     for definition in spec['initialize']['definitions']:
         if definition['group'] == 'datasets':
             definition['spec'].update({'class': f'torchvision.datasets.{data.kind}', 'args': [data.root]})
@@ -95,9 +96,10 @@ def inference_spec(session_dir):
     return spec
 
 
-def preloaded_spec(session_dir, data, seed, precision, count):
+def preloaded_spec(session_dir, data, seed, precision, count, device='cpu'):
     """LeNet5 on the first `count` training images as batches already in memory (no workers, no
-    collation), one epoch, no validation; `precision` "32" or "bf16-mixed"."""
+    collation; on a GPU each batch is moved there as it comes), one epoch, no validation; `precision`
+    "32", "bf16-mixed" or "16-mixed"."""
     definitions = [
         ('datasets', 'batches', {'factory_fn': 'bench.workloads.preloaded_batches',
                                  'args': [data.kind, data.root, count]}),
@@ -110,7 +112,7 @@ def preloaded_spec(session_dir, data, seed, precision, count):
                                  'transform': 'bench.workloads.predicted_labels'}),
     ]
     return {
-        'session_dir': session_dir, 'seed': seed, 'device': 'cpu', 'precision': precision,
+        'session_dir': session_dir, 'seed': seed, 'device': device, 'precision': precision,
         'initialize': {
             'definitions': [{'group': g, 'name': n, 'spec': s} for g, n, s in definitions],
             'pipelines': {'training_pipeline': {
@@ -160,8 +162,10 @@ def predicted_labels(y_hat, labels):
 
 # ---- the preloaded workload, in this process -----------------------------------------------------
 
-def hand_preloaded(data, seed, precision, count):
-    """The preloaded workload written by hand, in this process: ({"epoch", "epoch_cpu", "seconds"}, results)."""
+def hand_preloaded(data, seed, precision, count, device='cpu'):
+    """The preloaded workload written by hand, in this process: ({"epoch", "epoch_cpu", "seconds"}, results).
+    On a GPU each batch is moved there as it comes (non_blocking, as TorchAssistant does); "16-mixed"
+    scales the loss with a GradScaler."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader
@@ -169,25 +173,34 @@ def hand_preloaded(data, seed, precision, count):
     from examples.mnist import LeNet5
 
     start = time.perf_counter()
+    device = torch.device(device)
     torch.manual_seed(seed)
-    model = LeNet5()
+    model = LeNet5().to(device)
     batches = preloaded_batches(None, data.kind, data.root, count)
     loader = DataLoader(batches, batch_size=None, collate_fn=WholeBatches())
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     criterion = nn.CrossEntropyLoss()
-    autocast = (lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if precision == 'bf16-mixed' \
-        else contextlib.nullcontext
+    dtype = {'bf16-mixed': torch.bfloat16, '16-mixed': torch.float16}.get(precision)
+    autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type) if dtype is torch.float16 else None
 
     epoch_start, epoch_cpu = time.perf_counter(), time.process_time()
     model.train()
-    correct, loss_sum, seen = torch.zeros((), dtype=torch.long), torch.zeros(()), 0
+    correct, loss_sum, seen = torch.zeros((), dtype=torch.long, device=device), torch.zeros((), device=device), 0
     for x, labels in loader:
+        if device.type != 'cpu':
+            x, labels = x.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast():
             y_hat = model(x)[0]
             loss = criterion(y_hat, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         predictions, truth = predicted_labels(y_hat, labels)
         correct += (predictions == truth).sum()
         loss_sum += loss.detach().float() * len(labels)
@@ -197,14 +210,14 @@ def hand_preloaded(data, seed, precision, count):
     return {'epoch': now - epoch_start, 'epoch_cpu': time.process_time() - epoch_cpu, 'seconds': now - start}, results
 
 
-def framework_preloaded(workdir, index, data, seed, precision, count):
+def framework_preloaded(workdir, index, data, seed, precision, count, device='cpu'):
     """The preloaded spec through the commands API in this process: commands.init (not timed), then
     commands.train timed whole and its one Trainer.epoch call timed by a wrapper."""
     from torchassistant.cli import commands
     from torchassistant.run import trainer
     session = os.path.join(workdir, f'preloaded-{precision}-{index}')
     spec = write_json(os.path.join(workdir, f'preloaded-{precision}-{index}.json'),
-                      preloaded_spec(session, data, seed, precision, count))
+                      preloaded_spec(session, data, seed, precision, count, device))
     commands.init(spec, stream=io.StringIO())
     epochs, rows, original = [], [], trainer.Trainer.epoch
 

@@ -17,10 +17,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY = r'^  {name} +{measure} +ratio +\d+\.\d+ +target <= [\d.]+ +(PASS|FAIL)'
 
 
-def run_bench(tmp_path, only):
+def run_bench(tmp_path, only, *options):
     env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
     result = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'run.py'), '--quick', '--only', only,
-                             '--threads', '1', '--data-root', str(tmp_path / 'data')],
+                             '--threads', '1', '--data-root', str(tmp_path / 'data'), *options],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
     # 0: every target met, 1: one missed (either means nothing on a few batches); 2 data missing,
@@ -37,6 +37,24 @@ def test_tutorial_preloaded_infer_and_bf16_benchmarks_print_their_ratios(tmp_pat
                           ('3 infer', 'time'), ('5 preloaded bf16-mixed', 'epoch time')):
         assert re.search(SUMMARY.format(name=re.escape(name), measure=re.escape(measure)), out, re.M), out
     assert out.count('sanity (hand / framework, same seed and batches)') == 3 and 'OK' in out, out
+
+
+def test_the_gpu_benchmarks_run_their_amp_code_on_the_cpu_and_skip_cleanly_without_cuda(tmp_path):
+    """--device cuda runs 1, 2 and 5 with AMP (1 and 2 "16-mixed": autocast and a GradScaler on both sides);
+    here that code runs on the CPU, and --device cuda on a machine without CUDA says so and exits 5."""
+    out = run_bench(tmp_path, '1,2,5', '--precision', '16-mixed')
+    for name, measure in (('1 tutorial', 'time'), ('2 preloaded 16-mixed', 'epoch time'),
+                          ('5 preloaded bf16-mixed', 'epoch time')):
+        assert re.search(SUMMARY.format(name=re.escape(name), measure=re.escape(measure)), out, re.M), out
+    assert 'precision 16-mixed) vs python bench/hand_tutorial.py' in out, out
+    assert out.count('sanity (hand / framework, same seed and batches)') == 3 and 'OK' in out, out
+    import torch
+    if torch.cuda.is_available():
+        return
+    result = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'run.py'), '--device', 'cuda'],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 5 and not result.stdout, result
+    assert result.stderr.startswith('skipped: --device cuda: this machine has no CUDA device'), result.stderr
 
 
 @pytest.mark.slow

@@ -113,15 +113,42 @@ def _infer(parser):
 
 
 def _status(parser):
-    parser.add_argument('session_dir', help='session folder')
+    parser.add_argument('session_dir', help='session folder, or a sweep folder (its trials by objective)')
     parser.add_argument('--json', dest='as_json', action='store_true', help='print the status as one JSON object')
-    return lambda a: _commands().status(a.session_dir, as_json=a.as_json)
+    return lambda a: _experiments().sweep_status(a.session_dir, a.as_json) if _is_sweep(a.session_dir) \
+        else _commands().status(a.session_dir, as_json=a.as_json)
+
+
+def _is_sweep(path):
+    return os.path.isfile(os.path.join(path, 'sweep.json'))
+
+
+def _experiments():
+    from torchassistant.cli import experiments  # imports optuna: only when a command runs
+    return experiments
+
+
+def _sweep(parser):
+    parser.add_argument('spec', help='sweep spec (.json, .yaml)')
+    parser.add_argument('--jobs', type=int, default=1, metavar='N',
+                        help='run N trials at once, in N processes (default 1); the same command on another '
+                             'machine with the same "storage" joins the same study')
+    parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+    return lambda a: _experiments().sweep(a.spec, jobs=a.jobs, worker=a.worker)
+
+
+def _compare(parser):
+    parser.add_argument('sessions', nargs='+', metavar='SESSION', help='session folders, or a sweep folder')
+    parser.add_argument('--metric', help='the display name that decides "best" (default: each session\'s own)')
+    parser.add_argument('--out', metavar='PNG', help='the learning curves of all of them on one figure here')
+    return lambda a: _experiments().compare(a.sessions, metric=a.metric, out=a.out)
 
 
 def _plot(parser):
-    parser.add_argument('session_dir', help='session folder')
+    parser.add_argument('session_dir', help='session folder, or a sweep folder (the objective by trial and parameter)')
     parser.add_argument('--out', metavar='DIR', help='where the PNG files go (default: SESSION/plots)')
-    return lambda a: _commands().plot(a.session_dir, a.out)
+    return lambda a: _experiments().plot_sweep(a.session_dir, a.out) if _is_sweep(a.session_dir) \
+        else _commands().plot(a.session_dir, a.out)
 
 
 def _deploy():
@@ -206,6 +233,10 @@ _ARGUMENTS = {
                       'requests are batched. SIGTERM or Ctrl+C: the requests in flight are answered, then it exits 0.',
               ['examples/mnist/inference.json',
                'examples/mnist/inference.json --port 8080 --max-batch 32']),
+    'sweep': (_sweep, 'Search hyperparameters on Optuna: each trial a session made with --set overrides; '
+                      'killed, it resumes where it stopped.', ['sweep.json', '--jobs 2 sweep.json']),
+    'compare': (_compare, 'One table of sessions (overrides, best metric, epochs, time), their learning curves '
+                          'on one figure.', ['runs/a runs/b --out curves.png', 'sweeps/lr']),
     'schema': (_schema, 'Print the JSON Schema of a spec format, for editors.',
                ['training > training.schema.json']),
 }

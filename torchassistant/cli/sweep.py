@@ -94,6 +94,7 @@ def _run_trial(spec, study, trial, resumed):
     """Make (or resume) the trial's session and train it; (number, params, value, epochs, state, seconds)."""
     from optuna.trial import TrialState
     started = time.monotonic()
+    studies.seed_trial(study, spec, trial)
     params = {p.path: p.suggest(trial) for p in spec.parameters}
     session = spec.trial_dir(trial.number)
     log_path = os.path.join(spec.sweep_dir, 'logs', f'{trial.number:04d}.log')

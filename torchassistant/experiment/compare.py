@@ -14,9 +14,9 @@ from typing import Optional
 
 from torchassistant.core.errors import UsageError
 from torchassistant.report import status as session_status
-from torchassistant.spec.rules import lower_is_better
 from torchassistant.session import atomic
 from torchassistant.spec import overrides as spec_overrides
+from torchassistant.spec.rules import lower_is_better
 
 RECORD = 'sweep.json'
 

@@ -146,6 +146,18 @@ def next_trial(study, sweep):
         return trial, False
 
 
+def seed_trial(study, sweep, trial):
+    """With a "seed", what the sampler draws for a trial depends on the seed and the trial's number only:
+    workers and machines that share the study draw different values, and a rerun draws the same."""
+    if sweep.seed is None:
+        return
+    sampler = study.sampler
+    for part in (sampler, getattr(sampler, '_random_sampler', None)):
+        state = getattr(part, '_rng', None)
+        if state is not None and hasattr(state, 'rng'):
+            state.rng.seed((sweep.seed * 1_000_003 + trial.number) % 2 ** 32)
+
+
 def counts(study):
     """{state name: number of trials}."""
     out = {}

@@ -19,8 +19,8 @@ from typing import Optional
 
 from torchassistant.core.errors import SpecError, UsageError
 from torchassistant.core.resolve import suggest
-from torchassistant.spec.rules import lower_is_better
 from torchassistant.spec import loader, overrides, validate
+from torchassistant.spec.rules import lower_is_better
 
 DB_FILE = 'study.db'              # the default storage, in the sweep folder
 DEFAULT_SAMPLER = 'tpe'

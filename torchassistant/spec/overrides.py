@@ -299,8 +299,11 @@ class OverriddenDocument(Document):
         path = tuple(path)
         if isinstance(self.origin(path), Override):
             return super().describe(path)
+        # a definition (or deeper) names every override inside it: a builder's error about a
+        # definition whose kwargs an override changed points at the override too
+        depth = len(path) + 1 if len(path) < 3 else None
         inside = {id(o) for key, found in self.changed.items() if key[:len(path)] == path
-                  and len(key) <= len(path) + 1 for o in found}
+                  and (depth is None or len(key) <= depth) for o in found}
         notes = [o for o, _ in self.applied if id(o) in inside]
         return super().describe(path) + (f' (after {", ".join(map(str, notes))})' if notes else '')
 

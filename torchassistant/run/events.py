@@ -36,3 +36,15 @@ class Events:
     def emit(self, name, *args):
         for handler in self.handlers[name]:
             handler(*args)
+
+    def emitter(self, name):
+        """A function that emits `name` to the listeners subscribed now, for the loop to call on every
+        batch: the one handler itself when there is one, so emitting costs no more than the call."""
+        handlers = tuple(self.handlers[name])
+        if len(handlers) == 1:
+            return handlers[0]
+
+        def emit(*args):
+            for handler in handlers:
+                handler(*args)
+        return emit

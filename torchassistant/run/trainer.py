@@ -95,28 +95,32 @@ class Trainer:
 
     def epoch(self, stage, progress, resume=None):
         """Train one epoch of `stage` (from the middle, with `resume`); the row of metrics it records."""
-        number = progress.stage_epoch + 1
+        run = self.restore(stage, progress, resume)      # where the epoch stands; its batches to come
+        self.rounds(stage, progress, run)                # training, mid-epoch checkpoints, signals
+        return self.finish(stage, run)                   # LR schedulers and validation: the epoch's row
+
+    def restore(self, stage, progress, resume=None):
+        """The epoch about to be trained: from its start, or from the mid-epoch checkpoint's EpochState
+        `resume` (its meters, the batches done, which are skipped, and the RNG as it was)."""
         self.world.begin_training(self.entities)
-        loaders_at_start = checkpoint.loader_states(self.entities)
-        meters = {p.name: Meters(p) for p in stage.training}
-        positions = {p.name: 0 for p in stage.training}
+        run = EpochRun(stage, progress.stage_epoch + 1, checkpoint.loader_states(self.entities), progress.batch)
         if resume is not None:
-            positions.update(resume.positions_for(self.world.size))
-            for name, state in resume.meters.items() if self.world.is_main else ():   # sums of all processes
-                meters[name].load_state_dict(state)
-            loaders_at_start = resume.loaders
-        running = lambda local=True: {k: v for m in meters.values() for k, v in m.values(local).items()}  # noqa: E731
-        total = sum(p.num_batches() for p in stage.training)
-        self.events.emit('epoch_start', stage, number, total)
+            run.resume(resume, self.world)
+        self.events.emit('epoch_start', stage, run.number, run.total)
         for pipeline in stage.training:
             pipeline.train(True)
-        active = [(p, p.batches(skip=positions[p.name])) for p in stage.training]
+        run.active = [(p, p.batches(skip=run.positions[p.name])) for p in stage.training]
         if resume is not None:
             checkpoint.restore_rng(resume.rng)     # the iterators are made: now the RNG as it was
-        done, rounds = sum(positions.values()), progress.batch
-        on_batch = self.events.handlers['batch_end']
+        return run
+
+    def rounds(self, stage, progress, run):
+        """An iteration of each training pipeline in turn (a round) until all are exhausted; after a
+        round, a mid-epoch checkpoint when one is due or a signal asks to stop (then Interrupted)."""
+        batch_end, active, meters, positions, step = self.events.emitter('batch_end'), run.active, run.meters, \
+            run.positions, self.step
+        done, pipeline = run.done(), stage.training[0]
         self.checkpoint_every.reset()
-        pipeline = stage.training[0]
         try:
             while active:
                 for entry in list(active):
@@ -125,48 +129,49 @@ class Trainer:
                     if frames is None:
                         active.remove(entry)
                         continue
-                    pipeline.train_step(frames, meters[pipeline.name], self.step)
+                    pipeline.train_step(frames, meters[pipeline.name], step)
                     positions[pipeline.name] += 1
                     done += 1
-                    for handler in on_batch:
-                        handler(done, running, meters[pipeline.name])
-                rounds += 1
+                    batch_end(done, run.running, meters[pipeline.name])
+                run.rounds += 1
                 saved = False
-                if active and (self.stop.signum or self.checkpoint_every.due(rounds)) and self.step.at_boundary():
-                    progress.batch, saved = rounds, True
-                    self.save(stage, progress, checkpoint.EpochState(
-                        dict(positions), self.world.size, loaders_at_start,
-                        {n: m.state_dict() for n, m in meters.items()}, checkpoint.rng_state()))
-                    self.checkpoint_every.reset()
+                if active and (self.stop.signum or self.checkpoint_every.due(run.rounds)) and step.at_boundary():
+                    saved = self.save_mid_epoch(stage, progress, run)
                 if self.stop.signum:
                     raise errors.Interrupted(self.stop.signum, f'in epoch {progress.epoch + 1} (stage {stage.index}, '
-                                             f'epoch {number} of the stage), after batch {done} of {total}',
+                                             f'epoch {run.number} of the stage), after batch {done} of {run.total}',
                                              saved=saved)
-            self.step.flush(stage.training)
+            step.flush(stage.training)
         except errors.TorchAssistantError:
             raise
         except Exception as e:
-            raise step_error(pipeline, f'training (stage {stage.index}, epoch {number}, batch {done + 1})', e) from e
+            raise step_error(pipeline, f'training (stage {stage.index}, epoch {run.number}, batch {done + 1})', e) from e
+
+    def finish(self, stage, run):
+        """The epoch's row once its training is done: the LR schedulers without a "monitor" step, the
+        validation pipelines run (without any, the row is the running values), then the schedulers that
+        step with a metric of the row."""
         self.world.end_training(self.entities)
-        records = {id(r.optimizer): r for r in self.entities.optimizers.values()}
-        schedulers = [records[id(o)] for o in {id(o): o for p in stage.training for o in p.optimizers}.values()
-                      if records[id(o)].scheduler is not None]
-        self.step_schedulers([r for r in schedulers if r.monitor is None])       # once per epoch, after training
+        self.step_schedulers(stage, monitored=False)
         if not stage.validation:
-            row = running(local=False)
+            row = run.running(local=False)
         else:
             self.events.emit('validation_start', stage, sum(p.num_batches(stage.eval_steps) for p in stage.validation))
             with self.stop.immediate():
                 row = run_pipelines(stage.validation, stage.eval_steps, precision=self.step.precision,
-                                    on_batch=lambda n: self.events.emit('validation_batch', n))
+                                    on_batch=self.events.emitter('validation_batch'))
                 for debug_pipeline in stage.debug:
                     self.debug(debug_pipeline)
-        self.step_schedulers([r for r in schedulers if r.monitor is not None], row)   # ReduceLROnPlateau & co.
+        self.step_schedulers(stage, row, monitored=True)
         return row
 
-    def step_schedulers(self, records, row=None):
-        """Step each optimizer's LR scheduler; one with a "monitor" gets that metric of the epoch's row."""
-        for record in records:
+    def step_schedulers(self, stage, row=None, monitored=False):
+        """Step the LR scheduler of each optimizer the stage's training pipelines use, once: those
+        without a "monitor" (`monitored` False), or those with one, given that metric of the row."""
+        names = dict.fromkeys(name for p in stage.training for name in p.optimizer_names)
+        for record in (self.entities.optimizers[name] for name in names):
+            if record.scheduler is None or (record.monitor is not None) != monitored:
+                continue
             where = f'{self.entities.where["optimizers", record.name]} lr_scheduler'
             if record.monitor is None:
                 errors.call_user_code(f'{where}: its step() failed', record.scheduler.step)
@@ -176,6 +181,13 @@ class Trainer:
             else:
                 errors.call_user_code(f'{where}: its step({record.monitor}) failed', record.scheduler.step,
                                       row[record.monitor])
+
+    def save_mid_epoch(self, stage, progress, run):
+        """A checkpoint `run.rounds` rounds into the epoch (its EpochState); True once it is on disk."""
+        progress.batch = run.rounds
+        self.save(stage, progress, run.state(self.world.size))
+        self.checkpoint_every.reset()
+        return True
 
     def save(self, stage, progress, epoch_state=None):
         """A checkpoint of everything that decides what happens next: at the end of an epoch, or
@@ -204,6 +216,39 @@ class Trainer:
         for node, frame in results.items():
             for name in (n for n in pipeline.output_names(node) if n in frame):   # an output adapter may drop some
                 print(f'{name}:{frame[name]}')
+
+
+class EpochRun:
+    """An epoch of a stage being trained: its running meters, how many batches each training pipeline
+    has done, the rounds done, and what a mid-epoch checkpoint of it holds (`state`)."""
+
+    def __init__(self, stage, number, loaders, rounds=0):
+        self.number = number                 # the stage's epoch number, 1 for its first
+        self.loaders = loaders               # each loader's generator state at the epoch's start
+        self.rounds = rounds                 # rounds done (an iteration of each training pipeline)
+        self.meters = {p.name: Meters(p) for p in stage.training}
+        self.positions = {p.name: 0 for p in stage.training}
+        self.total = sum(p.num_batches() for p in stage.training)
+        self.active = []                     # (pipeline, its batches to come) of the pipelines not exhausted
+
+    def resume(self, resume, world):
+        """Continue from the mid-epoch checkpoint's EpochState `resume` (of any number of processes)."""
+        self.positions.update(resume.positions_for(world.size))
+        for name, state in resume.meters.items() if world.is_main else ():   # sums of all processes
+            self.meters[name].load_state_dict(state)
+        self.loaders = resume.loaders
+
+    def done(self):
+        return sum(self.positions.values())
+
+    def running(self, local=True):
+        """The running metrics of every training pipeline, {display name: value} (a host sync)."""
+        return {k: v for m in self.meters.values() for k, v in m.values(local).items()}
+
+    def state(self, processes):
+        """The checkpoint.EpochState of the epoch now, trained by `processes` processes."""
+        return checkpoint.EpochState(dict(self.positions), processes, self.loaders,
+                                     {name: m.state_dict() for name, m in self.meters.items()}, checkpoint.rng_state())
 
 
 class StopRequest:

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.e2e
 SPEC = 'my_examples/mnist/training.json'
 
 
-def cli(*args, cwd, timeout=300, check=True):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
+def cli(*args, cwd, timeout=300, check=True, env=None):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1',
+               **(env or {}))
     done = subprocess.run([sys.executable, '-m', 'torchassistant', *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check:
@@ -204,3 +205,32 @@ def test_kill_9_during_a_trial_then_the_same_command_resumes_it(workdir):
     cli('init', SPEC, *[x for o in overrides for x in ('--set', o)], cwd=workdir)
     cli('train', 'runs/same', '--quiet', cwd=workdir)
     assert same_weights(weights(workdir / 'sweeps/s/trials/0000', 6), weights(workdir / 'runs/same', 6))
+
+
+# ---- tracking -------------------------------------------------------------------------------------------
+
+def test_mlflow_logger_records_sessions_and_a_sweeps_trials_as_runs(workdir):
+    pytest.importorskip('mlflow', reason='the "mlflow" extra: pip install "torchassistant[mlflow]"')
+    from mlflow.tracking import MlflowClient
+    spec = json.load(open(workdir / SPEC))
+    spec['train']['loggers'] = ['csv', 'plots', 'mlflow']
+    write_json(workdir / SPEC, spec)
+    uri = f'sqlite:///{workdir / "tracking.db"}'
+    env = {'MLFLOW_TRACKING_URI': uri}
+    cli('init', SPEC, '--set', 'optimizer.spec.kwargs.lr=0.01', '--set', 'session_dir=runs/m', cwd=workdir)
+    cli('train', 'runs/m', env=env, cwd=workdir)
+    cli('train', 'runs/m', '--set', 'train.stages.0.stop_condition.kwargs.num_epochs=2', env=env, cwd=workdir)
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name('torchassistant').experiment_id])
+    assert len(runs) == 1, 'a resumed session goes on in its run'
+    run = runs[0]
+    assert run.info.status == 'FINISHED' and run.data.params['set optimizer.spec.kwargs.lr'] == '0.01'
+    assert run.data.params['optimizer.lr'] == '0.01' and run.data.params['LeNet5.class'] == 'my_examples.mnist.LeNet5'
+    history = client.get_metric_history(run.info.run_id, 'val acc')
+    csv = (workdir / 'runs/m/metrics/0.csv').read_text().splitlines()
+    assert [m.step for m in history] == [1, 2] and len(csv) == 3
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {'spec.json', 'plots'}
+
+    cli('sweep', sweep_spec(workdir, trials=2), env=env, cwd=workdir)
+    trials = client.search_runs([client.get_experiment_by_name('sweep s').experiment_id])
+    assert len(trials) == 2 and all(r.info.status == 'FINISHED' for r in trials)

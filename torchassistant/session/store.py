@@ -2,7 +2,10 @@
 
 Layout (see README):
     SESSION/session.json                    format version, created by which TorchAssistant
-    SESSION/spec.json                       the training spec as given
+    SESSION/spec.json                       the training spec as given (spec.yaml: given in YAML)
+    SESSION/overrides.json                  the --set arguments it is used with: {"init": [...], "train": [...]}
+    SESSION/trial.json                      a sweep's trial: its number, values, state (pruned: when and why)
+    SESSION/mlflow.json                     the "mlflow" logger's run id
     SESSION/expanded.json                   a concise spec: the explicit spec it was filled in to at init
     SESSION/learned.pt                      splits and fitted preprocessors, drawn once at init
     SESSION/train.lock                      while a trainer runs: {"pid", "host", "since", "command"}
@@ -418,7 +421,7 @@ class SessionStore:
                              f'the session keeps, fix or delete it') from None
 
 
-RECORDS = ('overrides.json', 'trial.json')
+RECORDS = ('overrides.json', 'trial.json', 'mlflow.json')
 
 
 def _plain_json(value):

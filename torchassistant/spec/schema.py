@@ -151,7 +151,7 @@ TRAIN = _object({
     'accumulate': {'type': 'integer', 'minimum': 1, 'description': 'iterations per optimizer step (default 1)'},
     'clip_grad_norm': {'type': 'number', 'exclusiveMinimum': 0, 'description': 'clip gradients to this total norm'},
     'non_finite': {'enum': ['stop', 'skip'], 'description': 'a NaN/inf loss stops training (default) or skips the batch'},
-    'loggers': {'type': 'array', 'items': {'enum': ['csv', 'tensorboard', 'plots']}, 'description': 'default ["csv"]'},
+    'loggers': {'type': 'array', 'items': {'enum': ['csv', 'tensorboard', 'plots', 'mlflow']}, 'description': 'default ["csv"]'},
 })
 
 TRAINING = {

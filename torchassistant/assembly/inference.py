@@ -8,12 +8,14 @@ default device prints `name:value` per result); or, with --json, one JSON object
 import contextlib
 import json
 import os
+import re
 import sys
+import warnings
 
 import torch
 
 from torchassistant.assembly.build import instantiate
-from torchassistant.core import errors
+from torchassistant.core import errors, standard_json
 from torchassistant.core.errors import UsageError
 from torchassistant.core.resolve import suggest
 from torchassistant.run.data import apply_preprocessors, describe, preprocessors_of
@@ -22,6 +24,10 @@ from torchassistant.spec.rules import example_elements
 from torchassistant.spec.validate import raise_for_problems
 
 ORIGINAL_DEFAULT_PORT = 'default_port'      # what the original called the port a spec did not name
+
+
+IMAGE_PIXELS_VARIABLE = 'TORCHASSISTANT_MAX_IMAGE_PIXELS'
+MAX_IMAGE_PIXELS = 89_478_485     # Pillow's own warning threshold (~9459 x 9459), made the limit
 
 
 class PrintResults:
@@ -150,6 +156,7 @@ class Inference:
     def _convert(self, index, converter, text, where):
         converter_at = self.document.describe(("inputs_meta", index, "input_converter"))
         on = f'{where}: input {text!r}' if where else f'input {text!r}'
+        limit = _limit_image_size()
         try:
             example = converter(text)
         except (FileNotFoundError, IsADirectoryError) as e:
@@ -160,6 +167,8 @@ class Inference:
             raise UsageError(f'{on} does not exist (the input converter at {converter_at} '
                              f'opens it as a file)') from e
         except Exception as e:
+            if type(e).__name__ == 'DecompressionBombError':      # Pillow, as it opened the image
+                raise UsageError(_too_large(on, e, limit)) from None
             raise errors.user_code_error(f'{converter_at} failed on {on}', e) from e
         for preprocessors in preprocessors_of(self.feeds[self.ports[index]].loader.dataset):
             example = apply_preprocessors(preprocessors, example)
@@ -175,7 +184,7 @@ class Inference:
     def write_json(self, examples, results, out):
         """One JSON object per example on `out`: its input and each result sliced along dimension 0."""
         for line in self.json_objects(examples, results):
-            out.write(json.dumps(line) + '\n')
+            out.write(standard_json.dumps(line) + '\n')
         out.flush()
 
     def json_objects(self, examples, results):
@@ -229,7 +238,7 @@ def _per_example(name, value, count):
         raise UsageError(f'--json writes one object per example, but result "{name}" ({describe(value)}) has no '
                          f'entry per example along its first dimension ({count} examples in the batch)')
     try:
-        return [json.loads(json.dumps(item, default=_jsonable)) for item in items]
+        return [standard_json.finite(json.loads(json.dumps(item, default=_jsonable))) for item in items]   # NaN: null
     except TypeError as e:
         raise UsageError(f'--json cannot write result "{name}": {e}') from None
 
@@ -298,6 +307,40 @@ def _about(examples):
 def _build(document, path, spec, entities, leading=()):
     return errors.call_user_code(f'{document.describe(path)}: building it failed', instantiate, spec, entities,
                                  None, leading)
+
+
+_image_limit: list = []       # the limit set in Pillow, once per process
+
+
+def _limit_image_size():
+    """Make Pillow refuse an image of more than MAX_IMAGE_PIXELS (or TORCHASSISTANT_MAX_IMAGE_PIXELS) pixels
+    as it opens it, before anything is decoded: its decompression-bomb guard raises DecompressionBombError
+    above twice its MAX_IMAGE_PIXELS (and only warns below, which is silenced here). The limit; None
+    without Pillow."""
+    if not _image_limit:
+        text = os.environ.get(IMAGE_PIXELS_VARIABLE)
+        try:
+            limit = int(text) if text else MAX_IMAGE_PIXELS
+        except ValueError:
+            limit = 0
+        if limit <= 1:
+            raise UsageError(f'{IMAGE_PIXELS_VARIABLE} must be a number of pixels > 1, not {text!r}')
+        try:
+            from PIL import Image
+        except ImportError:
+            return None
+        Image.MAX_IMAGE_PIXELS = limit // 2
+        warnings.filterwarnings('ignore', category=Image.DecompressionBombWarning)
+        _image_limit.append(limit)
+    return _image_limit[0]
+
+
+def _too_large(on, error, limit):
+    found = re.search(r'\((\d+) pixels\)', str(error))
+    size = f'{int(found.group(1)):,} pixels' if found else f'more pixels than that ({error})'
+    return (f'{on} is an image of {size}, more than the limit of {limit:,}: it is refused as it is opened, '
+            f'before it is decoded (which would take seconds and gigabytes). Shrink it, or raise the limit with '
+            f'{IMAGE_PIXELS_VARIABLE}=N')
 
 
 def _call(document, path, function, argument, inputs):

@@ -439,7 +439,7 @@ def _infer(spec_path, inputs, from_file, json_out, options):
             batches = [runner.examples_from_argv(inputs)]
         else:
             source = '<stdin>' if from_file == '-' else from_file
-            batches = inference.batched(runner.examples_from_lines(lines, source), runner.batch_size())
+            batches = inference.batched(runner.examples_from_lines(_text(lines, source), source), runner.batch_size())
         return inference.run(runner, batches, json_out)
 
 
@@ -459,6 +459,27 @@ def _input_lines(from_file):
     except OSError as e:
         raise UsageError(f'--from {from_file}: cannot read it ({e.strerror}); expected a text file with one '
                          f'input per line') from None
+
+
+def _text(lines, source):
+    """The lines of --from as they are read; a file that is not UTF-8 text (an image given as --from) is a
+    UsageError naming it."""
+    number, bad = 0, None
+    try:
+        for line in lines:
+            try:
+                line.encode('utf-8')      # standard input decodes bytes that are not UTF-8 as lone surrogates
+            except UnicodeEncodeError as e:
+                bad = ord(line[e.start]) - 0xdc00
+                break
+            yield line
+            number += 1
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start]
+    if bad is not None:
+        where = 'it' if number == 0 else f'what follows line {number}'
+        raise UsageError(f'--from {source}: {where} is not text (byte 0x{bad:02x} is not UTF-8); --from takes a '
+                         f'text file with one input per line, such as the paths of image files, not an input itself')
 
 
 # ---- status and plot -----------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 Every error here carries a complete, user-facing message. The root scripts turn them into one
 paragraph on stderr and an exit code; anything else is a bug and shows a traceback.
 """
+import select
+import sys
+
 from torchassistant.core.hints import render
 
 EXIT_FAILURE = 1      # something failed while running (user code, I/O)
@@ -63,6 +66,21 @@ class UserCodeError(TorchAssistantError):
         self.original = original
 
 
+def closed_pipe(exc):
+    """Whether `exc` is the reader of standard output (or error) having gone away, not a pipe or socket
+    of the code that raised it."""
+    if not isinstance(exc, BrokenPipeError):
+        return False
+    try:
+        poller = select.poll()
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                poller.register(stream.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):    # no poll here, or no file descriptors: most likely
+        return True
+
+
 def user_frames(exc):
     """The traceback of `exc` reduced to frames in the user's own files (not the framework,
     the standard library or installed packages), formatted as Python prints them."""
@@ -101,7 +119,11 @@ def call_user_code(failure, function, *args, spec_arguments=False):
 
 def user_code_error(message, exc, details=''):
     """A UserCodeError saying `message`, the user's exception, `details` (lines starting with
-    newline) and the stack frames in the user's own files."""
+    newline) and the stack frames in the user's own files. A closed standard output (`infer ... | head
+    -1`: the reader has what it wanted) is no failure of the code that printed: `exc` is raised again as
+    it is, for the command line to end quietly."""
+    if closed_pipe(exc):
+        raise exc
     said = str(exc)
     if len(said) > 300 and '\n' in said:    # torch's overload listings run to pages
         said = said.splitlines()[0] + ' [...; --debug shows the whole message]'

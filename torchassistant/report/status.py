@@ -11,12 +11,12 @@ follows) when the stage records that metric; else by the rule the end-of-trainin
 metric, lower is better for losses and error rates and higher for everything else; none for a stage
 that trains several pipelines (a GAN's players), which has no one objective.
 """
-import json
 import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
+from torchassistant.core import standard_json
 from torchassistant.core.hints import Hint
 from torchassistant.report.progress import best_epoch, format_metrics, lower_is_better
 from torchassistant.session import lock as session_lock
@@ -93,7 +93,7 @@ def training_lock(session_dir):
 # ---- showing it ----------------------------------------------------------------------------------
 
 def to_json(status):
-    return json.dumps(asdict(status), indent=2)
+    return standard_json.dumps(asdict(status), indent=2)     # a NaN metric: null
 
 
 def describe(status, prefix_of=None):

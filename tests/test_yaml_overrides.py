@@ -369,3 +369,14 @@ def test_plain_data_and_a_bare_document():
     assert data == {'a': {'b': [1, 2, 3]}}
     result = ov.apply_overrides(Document(data, '<spec>'), [])
     assert result.data == data and result.applied == []
+
+
+def test_the_references_yaml_tutorial_spec_is_the_tutorials_json(tmp_path):
+    """docs/spec-reference.md shows examples/mnist/training.json once in YAML: the loader reads it as that spec."""
+    import re
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(repo, 'docs', 'spec-reference.md')) as f:
+        shown = re.search(r'```yaml\n(.*?)```', f.read(), re.S).group(1)
+    (tmp_path / 'training.yaml').write_text(shown)
+    with open(os.path.join(repo, 'examples', 'mnist', 'training.json')) as f:
+        assert loader.load_file(str(tmp_path / 'training.yaml')).data == json.load(f)

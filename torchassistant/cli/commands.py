@@ -30,7 +30,7 @@ from torchassistant.run.meters import Meters
 from torchassistant.run.step import Precision, TrainStep
 from torchassistant.session import checkpoint
 from torchassistant.session.store import SPEC, SPEC_YAML, SessionStore
-from torchassistant.spec import concise, loader, validate
+from torchassistant.spec import concise, loader, rules, validate
 from torchassistant.spec import overrides as spec_overrides
 from torchassistant.spec.merge import MergeError, merged_document
 
@@ -190,8 +190,8 @@ def open_session(session_dir, spec_document=None, options=None, world=None, only
             raise missing_session(spec_document, session_dir) from None
         raise UsageError(f'{spec_document.describe(("session_dir",))}: ', *e.parts) from None
     document = loader.load_file(store.spec_file())
-    if store.overrides():
-        document = spec_overrides.apply_overrides(document, store.overrides())
+    if store.overrides('init'):
+        document = spec_overrides.apply_overrides(document, store.overrides('init'))
     if spec_document is not None and 'initialize' in spec_document.data:
         try:
             document = merged_document(document, spec_document)
@@ -209,6 +209,8 @@ def open_session(session_dir, spec_document=None, options=None, world=None, only
                              f'now (has the data changed?): ' + '; '.join(drift[:5])
                              + (f' [and {len(drift) - 5} more]' if len(drift) > 5 else '')
                              + f'. The expansion made at init is {os.path.join(store.path, "expanded.json")}')
+    if store.overrides('train'):          # train --set: on the spec training runs (a concise one filled in)
+        document = spec_overrides.apply_overrides(document, store.overrides('train'))
     which = spec_document.data.get('checkpoint', 'latest') if spec_document is not None else 'latest'
     if checkpoint_option is not None:
         which = checkpoint_option
@@ -281,10 +283,7 @@ def train(session_dir, stream=None, options=None, overrides=()):
 def record_train_overrides(store, overrides):
     """Check `overrides` for `train SESSION --set` and add them to the session's overrides.json: only
     paths that leave what init built as it was, and no stage that is already finished but the last."""
-    stored = store.overrides()
-    base = loader.load_file(store.spec_file())
-    if stored:
-        base = spec_overrides.apply_overrides(base, stored)
+    base = training_document(store)
     parsed = spec_overrides.parse_overrides(overrides)
     building = spec_overrides.paths_that_change_build(parsed, base.data)
     if building:
@@ -308,6 +307,20 @@ def record_train_overrides(store, overrides):
                                           'train': record.get('train', []) + spec_overrides.to_plain(parsed)})
 
 
+def training_document(store):
+    """The spec training runs, as a Document, without building: the spec as given with init's overrides
+    (for a concise spec, the explicit one it was filled in to at init), then train's overrides."""
+    if store.expanded_spec() is not None:
+        document = loader.load_file(os.path.join(store.path, 'expanded.json'))
+    else:
+        document = loader.load_file(store.spec_file())
+        if store.overrides('init'):
+            document = spec_overrides.apply_overrides(document, store.overrides('init'))
+    if store.overrides('train'):
+        document = spec_overrides.apply_overrides(document, store.overrides('train'))
+    return document
+
+
 def reopen_finished_stage(progress, stages):
     """A finished session whose last stage's stop condition (changed by --set) says go on: that stage
     is trained on from its last epoch, exactly as if the condition had said so then."""
@@ -327,7 +340,7 @@ def _train(session_dir, stream=None, options=None, world=None):
     session = open_session(session_dir, options=options, world=world)
     stages = builder.build_stages(session.document, session.entities)
     settings = session.document.data['train']
-    session.store.set_retention(settings.get('keep_checkpoints', 3), settings.get('best_metric'))
+    session.store.set_retention(settings.get('keep_checkpoints', rules.KEEP_CHECKPOINTS), settings.get('best_metric'))
     step = TrainStep(session.precision, settings.get('accumulate', 1), settings.get('clip_grad_norm'),
                      settings.get('non_finite', 'stop'), across_processes=world.size > 1)
     progress = reopen_finished_stage(checkpoint.restore(session.entities, session.state, step), stages)
@@ -349,7 +362,7 @@ def _train(session_dir, stream=None, options=None, world=None):
         listeners = [ConsoleProgress(stream, quiet=options.quiet, best_metric=settings.get('best_metric'))]
         wanted = set(settings.get('loggers', ['csv'])) | ({'csv'} if 'plots' in settings.get('loggers', []) else set())
         listeners += [make(session.store, session.entities) for name, make in LOGGERS.items() if name in wanted]
-    every, stop = world.agreed(trainer.CheckpointEvery(**settings.get('checkpoint_every', {'minutes': 10})),
+    every, stop = world.agreed(trainer.CheckpointEvery(**settings.get('checkpoint_every', rules.CHECKPOINT_EVERY)),
                                trainer.StopRequest())
     run = trainer.Trainer(session.entities, stages, session.store, step, Events([*listeners, *options.listeners]),
                           every, stop, world)
@@ -426,7 +439,6 @@ def open_inference(document, options=None, checkpoint_option=None):
 
 def _infer(spec_path, inputs, from_file, json_out, options):
     document = load_spec(spec_path, 'inference')
-    spec = document.data
     if not inputs and from_file is None:
         raise UsageError(f'{command_hint("infer")} needs at least one input after the spec, or --from FILE; '
                          f'e.g. {command_hint("infer", spec_path, "digit.png")}')

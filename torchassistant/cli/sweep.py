@@ -64,7 +64,7 @@ def sweep(sweep_path, jobs=1, stream=None, worker=False):
         _write_record(spec)
     study = studies.create(spec)
     if not worker:
-        print(f'Sweep "{spec.sweep_dir}": study "{spec.name}" in {studies._safe(spec.storage_url)}, '
+        print(f'Sweep "{spec.sweep_dir}": study "{spec.name}" in {studies.shown_storage(spec.storage_url, spec.sweep_dir)}, '
               f'{spec.trials} trials, {spec.direction} {spec.metric}; {_said(studies.counts(study))}', file=stream)
     if jobs > 1:
         _run_workers(sweep_path, jobs, stream)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from torchassistant.core.errors import UsageError
+from torchassistant.experiment.study import shown_storage
 from torchassistant.report import status as session_status
 from torchassistant.session import atomic
 from torchassistant.spec import overrides as spec_overrides
@@ -102,14 +103,14 @@ def sweep_status(sweep_dir):
     for row in rows:
         counts[row.state] = counts.get(row.state, 0) + 1
     best = next((r.number for r in rows if r.best), None)
-    return SweepStatus(sweep_dir, record['study_name'], _safe(record['storage']), record['metric'],
+    return SweepStatus(sweep_dir, record['study_name'], shown_storage(record['storage'], sweep_dir), record['metric'],
                        record['direction'], record['trials'], counts, rows, best, record.get('log_scale', []))
 
 
 def sweep_table(spec, study):
     """The table printed at the end of a sweep."""
     rows = rows_of(study, spec.metric, spec.direction)
-    status = SweepStatus(spec.sweep_dir, spec.name, _safe(spec.storage_url), spec.metric, spec.direction,
+    status = SweepStatus(spec.sweep_dir, spec.name, shown_storage(spec.storage_url, spec.sweep_dir), spec.metric, spec.direction,
                          spec.trials, {}, rows, next((r.number for r in rows if r.best), None))
     for row in rows:
         status.counts[row.state] = status.counts.get(row.state, 0) + 1
@@ -298,7 +299,3 @@ def _short(path):
 def _shown(value):
     return f'{value:.4g}' if isinstance(value, float) else str(value)
 
-
-def _safe(url):
-    import re
-    return re.sub(r'://([^:/@]+):[^@]*@', r'://\1:***@', url)

@@ -66,6 +66,13 @@ def _pruner(name):
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
 
 
+def shown_storage(url, sweep_dir):
+    """The storage as messages show it: the default SQLite file by its path in the sweep folder, a URL
+    without its password."""
+    default = f'sqlite:///{os.path.abspath(os.path.join(sweep_dir, "study.db"))}'
+    return os.path.join(sweep_dir, 'study.db') if url == default else _safe(url)
+
+
 def _safe(url):
     """A storage URL without its password, for messages."""
     import re

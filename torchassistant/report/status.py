@@ -7,21 +7,22 @@ init (SESSION/expanded.json), else SESSION/spec.json.
 
 The best epoch of a stage: by the spec's `train.best_metric` ({"name", "mode"}, what best.pt
 follows) when the stage records that metric; else by the rule the end-of-training summary uses
-(`torchassistant.report.progress.best_epoch`): the first validation metric ("val ..."), else the first
+(`torchassistant.spec.rules.best_epoch`): the first validation metric ("val ..."), else the first
 metric, lower is better for losses and error rates and higher for everything else; none for a stage
 that trains several pipelines (a GAN's players), which has no one objective.
 """
-import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from torchassistant.core import standard_json
 from torchassistant.core.hints import Hint
-from torchassistant.report.progress import best_epoch, format_metrics, lower_is_better
+from torchassistant.report.progress import format_metrics
 from torchassistant.session import lock as session_lock
 from torchassistant.session.store import SessionStore
 from torchassistant.spec import loader
+from torchassistant.spec import overrides as spec_overrides
+from torchassistant.spec.rules import best_epoch, best_metric_mode, lower_is_better
 
 
 @dataclass
@@ -47,12 +48,20 @@ class SessionStatus:
     checkpoints: list        # names of the checkpoint files kept ("epoch_3", "epoch_4_batch_50")
     best_checkpoint: dict    # best.json ({"epoch", "metric", "mode", "value"}) when best.pt exists, else None
     running: dict            # {"state": "running" | "not running" | "stale lock" | "unknown", "pid", "host", ...}
+    overrides: list = field(default_factory=list)   # the --set arguments the spec is used with (init's, train's)
+    trial: Optional[dict] = None    # a sweep's trial: {"sweep", "number", "state", "epoch", "reason", ...}
 
 
 def read(session_dir):
     """The status of the session at `session_dir`; reads files only."""
     store = SessionStore.open(session_dir)
-    spec = store.expanded_spec() or loader.load_file(store.spec_file()).data    # a concise spec, filled in
+    overrides = store.overrides()
+    spec = store.expanded_spec()         # a concise spec, filled in (with init's overrides)
+    if spec is None:
+        spec = loader.load_file(store.spec_file()).data
+        spec = spec_overrides.apply_to_data(spec, store.overrides('init')) if store.overrides('init') else spec
+    if store.overrides('train'):
+        spec = spec_overrides.apply_to_data(spec, store.overrides('train'))
     train = spec['train']
     ident, state = store.latest_checkpoint()
     progress = state['progress']
@@ -67,22 +76,33 @@ def read(session_dir):
     complete = done == len(train['stages'])
     return SessionStatus(store.path, ident.epoch, ident.batch, None if complete else done, done,
                          len(train['stages']), complete, stages,
-                         [i.name for i in store.checkpoint_ids()], best, training_lock(store.path))
+                         [i.name for i in store.checkpoint_ids()], best, training_lock(store.path),
+                         overrides, store.read_record('trial.json'))
 
 
 def _stage(index, rows, next_stage, best_metric, pipelines=1):
     state = 'finished' if index < next_stage else 'in progress' if index == next_stage and rows else 'not started'
     status = StageStatus(index, rows, state)
     if best_metric and any(best_metric['name'] in row for row in rows):
-        name, lower = best_metric['name'], best_metric.get('mode', 'min') == 'min'   # as best.pt is chosen
-        scored = [(row[name] if lower else -row[name], i) for i, row in enumerate(rows, start=1)
-                  if isinstance(row.get(name), (int, float)) and not math.isnan(row[name])]
-        status.monitored, status.lower_is_better = name, lower
-        status.best_epoch = min(scored)[1] if scored else None
+        name, mode = best_metric['name'], best_metric_mode(best_metric)      # as best.pt is chosen
+        best = best_epoch(rows, name, mode)
+        status.monitored, status.lower_is_better = name, mode == 'min'
+        status.best_epoch = best[0] if best else None
     elif best_epoch(rows, pipelines=pipelines) is not None:
         status.best_epoch, status.monitored, _ = best_epoch(rows, pipelines=pipelines)
         status.lower_is_better = lower_is_better(status.monitored)
     return status
+
+
+def _trial(trial):
+    said = f'trial {trial.get("number")} of sweep "{trial.get("sweep")}": {trial.get("state")}'
+    if trial.get('state') == 'pruned':
+        said += f' after epoch {trial.get("epoch")} ({trial.get("reason")})'
+    elif trial.get('state') == 'failed':
+        said += f': {trial.get("reason")}'
+    elif trial.get('value') is not None:
+        said += f', {trial.get("metric")} {trial["value"]:.4f}'
+    return said
 
 
 def training_lock(session_dir):
@@ -99,6 +119,10 @@ def to_json(status):
 def describe(status, prefix_of=None):
     """The status as a few lines of text (`prefix_of` renders the command that continues it)."""
     lines = [f'Session "{status.path}"', f'  {_overall(status, prefix_of)}', f'  {_running(status.running)}']
+    if status.overrides:
+        lines.append(f'  overrides: {spec_overrides.render(status.overrides)}')
+    if status.trial:
+        lines.append(f'  {_trial(status.trial)}')
     for stage in status.stages:
         epochs = f'{len(stage.rows)} epoch{"s" if len(stage.rows) != 1 else ""}'
         lines.append(f'Stage {stage.index}: {stage.state}, {epochs}')

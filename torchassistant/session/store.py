@@ -175,10 +175,13 @@ class SessionStore:
         yaml_spec = os.path.join(self.path, SPEC_YAML)
         return yaml_spec if os.path.isfile(yaml_spec) else os.path.join(self.path, SPEC)
 
-    def overrides(self):
-        """The --set arguments the session's spec is used with (init's, then train's), as texts."""
+    def overrides(self, part=None):
+        """The --set arguments the session's spec is used with, as texts: init's (applied to the spec as
+        given), train's (applied to the spec training runs: for a concise spec, the one it was filled in
+        to), or both (`part` None)."""
         record = self.read_record('overrides.json', {})
-        texts = record.get('init', []) + record.get('train', []) if isinstance(record, dict) else None
+        parts = ('init', 'train') if part is None else (part,)
+        texts = [x for p in parts for x in record.get(p, [])] if isinstance(record, dict) else None
         if texts is None or not all(isinstance(x, str) for x in texts):
             raise UsageError(f'{self._shown("overrides.json")} is damaged: expected {{"init": [...], "train": [...]}} '
                              f'of --set arguments')

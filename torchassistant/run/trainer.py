@@ -3,9 +3,14 @@
     for each stage, until its stop condition (asked once after every epoch) holds:
         one epoch: an iteration of each training pipeline in turn (a round), until all are exhausted;
                    every `checkpoint_every` rounds or minutes, a mid-epoch checkpoint
-        step the LR schedulers
         run the validation pipelines (inference mode): the epoch's row
+        step the LR schedulers (those with a "monitor" with that metric of the row)
         ask the stop condition, save the checkpoint
+
+Signals (SIGINT, SIGTERM): the first stops training after the current round, with a checkpoint there;
+during validation, or a second one, it stops at once. A signal during validation keeps the epoch's
+training (one process): the checkpoint then is that of the epoch with all its batches done, and the
+resumed run validates it. Either way the command exits 128 + the signal's number (130, 143).
 
 Everything else (progress display, metrics CSV, TensorBoard) listens to `events`; the step object
 (torchassistant.step) decides how a loss becomes an update.
@@ -70,6 +75,12 @@ class Trainer:
     def run(self, progress, resume=None):
         """Train from `progress` (and the mid-epoch `resume` state, if the checkpoint has one) until every
         stage is done; the `Progress` at the end."""
+        try:
+            return self._run(progress, resume)
+        except StopNow as stop:            # a second signal: stopped at once, wherever it was
+            raise stop.interrupted() from None
+
+    def _run(self, progress, resume):
         started = time.monotonic()
         self.events.emit('training_start', self, progress)
         announced = None
@@ -97,7 +108,7 @@ class Trainer:
         """Train one epoch of `stage` (from the middle, with `resume`); the row of metrics it records."""
         run = self.restore(stage, progress, resume)      # where the epoch stands; its batches to come
         self.rounds(stage, progress, run)                # training, mid-epoch checkpoints, signals
-        return self.finish(stage, run)                   # LR schedulers and validation: the epoch's row
+        return self.finish(stage, progress, run)         # validation, then LR schedulers: the epoch's row
 
     def restore(self, stage, progress, resume=None):
         """The epoch about to be trained: from its start, or from the mid-epoch checkpoint's EpochState
@@ -147,30 +158,43 @@ class Trainer:
         except Exception as e:
             raise step_error(pipeline, f'training (stage {stage.index}, epoch {run.number}, batch {done + 1})', e) from e
 
-    def finish(self, stage, run):
-        """The epoch's row once its training is done: the LR schedulers without a "monitor" step, the
-        validation pipelines run (without any, the row is the running values), then the schedulers that
-        step with a metric of the row."""
+    def finish(self, stage, progress, run):
+        """The epoch's row once its training is done: the validation pipelines' (without any, the
+        running values), then the LR schedulers step."""
         self.world.end_training(self.entities)
-        self.step_schedulers(stage, monitored=False)
-        if not stage.validation:
-            row = run.running(local=False)
-        else:
-            self.events.emit('validation_start', stage, sum(p.num_batches(stage.eval_steps) for p in stage.validation))
+        row = self.validate(stage, progress, run) if stage.validation else run.running(local=False)
+        self.step_schedulers(stage, row)
+        return row
+
+    def validate(self, stage, progress, run):
+        """Run the validation (and debug) pipelines: the epoch's row. A signal stops it at once; in one
+        process the epoch's training is then saved (its EpochState with every batch done, the RNG as
+        training left it) and the resumed run validates it again."""
+        rng = checkpoint.rng_state()         # as training left it, for that checkpoint
+        self.events.emit('validation_start', stage, sum(p.num_batches(stage.eval_steps) for p in stage.validation))
+        try:
             with self.stop.immediate():
                 row = run_pipelines(stage.validation, stage.eval_steps, precision=self.step.precision,
                                     on_batch=self.events.emitter('validation_batch'))
                 for debug_pipeline in stage.debug:
                     self.debug(debug_pipeline)
-        self.step_schedulers(stage, row, monitored=True)
+        except StopNow as stop:
+            saved = self.world.size == 1     # several processes cannot agree on a checkpoint at once
+            if saved:
+                progress.batch = run.rounds
+                self.save(stage, progress, run.state(self.world.size, rng))
+            kept = 'the epoch\'s training is kept' if saved else 'the epoch\'s training is not kept (several ' \
+                'processes stop at once without agreeing on a checkpoint)'
+            raise errors.Interrupted(stop.signum, f'during the validation of epoch {progress.epoch + 1} (stage '
+                                     f'{stage.index}, epoch {run.number} of the stage); {kept}', saved=saved) from None
         return row
 
-    def step_schedulers(self, stage, row=None, monitored=False):
-        """Step the LR scheduler of each optimizer the stage's training pipelines use, once: those
-        without a "monitor" (`monitored` False), or those with one, given that metric of the row."""
+    def step_schedulers(self, stage, row):
+        """Step the LR scheduler of each optimizer the stage's training pipelines use, once, after the
+        epoch's row: one with a "monitor" is given that metric of the row (ReduceLROnPlateau & co.)."""
         names = dict.fromkeys(name for p in stage.training for name in p.optimizer_names)
         for record in (self.entities.optimizers[name] for name in names):
-            if record.scheduler is None or (record.monitor is not None) != monitored:
+            if record.scheduler is None:
                 continue
             where = f'{self.entities.where["optimizers", record.name]} lr_scheduler'
             if record.monitor is None:
@@ -245,15 +269,31 @@ class EpochRun:
         """The running metrics of every training pipeline, {display name: value} (a host sync)."""
         return {k: v for m in self.meters.values() for k, v in m.values(local).items()}
 
-    def state(self, processes):
-        """The checkpoint.EpochState of the epoch now, trained by `processes` processes."""
+    def state(self, processes, rng=None):
+        """The checkpoint.EpochState of the epoch now, trained by `processes` processes (`rng`: the RNG
+        states to resume with, by default those of now)."""
         return checkpoint.EpochState(dict(self.positions), processes, self.loaders,
-                                     {name: m.state_dict() for name, m in self.meters.items()}, checkpoint.rng_state())
+                                     {name: m.state_dict() for name, m in self.meters.items()},
+                                     rng or checkpoint.rng_state())
+
+
+class StopNow(BaseException):
+    """A signal that stops training at once (during validation, or a second one), raised by the signal
+    handler wherever the program is. A BaseException, so that no `except Exception` around user code
+    (a model, a metric, a dataset) takes it for a failure of that code; the trainer and StopRequest turn
+    it into errors.Interrupted."""
+
+    def __init__(self, signum, where):
+        super().__init__(signum, where)
+        self.signum, self.where = signum, where
+
+    def interrupted(self):
+        return errors.Interrupted(self.signum, self.where, saved=False)
 
 
 class StopRequest:
     """SIGINT and SIGTERM while training: the first one asks the loop to stop at the end of the current
-    round (after a checkpoint there); a second one, or one during validation, stops at once."""
+    round (after a checkpoint there); a second one, or one during validation, stops at once (StopNow)."""
 
     def __init__(self):
         self.signum = None
@@ -268,16 +308,18 @@ class StopRequest:
                 pass
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, exc, tb):
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
+        if isinstance(exc, StopNow):       # stopped at once outside the trainer's own handling
+            raise exc.interrupted() from None
         return False
 
     def handle(self, signum, frame):
         if self.signum is not None or not self.waiting:
             where = 'during validation' if not self.waiting else 'at once (a second signal)'
             self.signum = signum
-            raise errors.Interrupted(signum, where, saved=False)
+            raise StopNow(signum, where)
         self.signum = signum
 
     def immediate(self):

@@ -6,12 +6,17 @@ Subprocess tests (`e2e`) run the commands as a user would, on the tutorial proje
 in-process ones (`unit`) use the store and the commands' functions directly."""
 import json
 import os
+import socket
 import subprocess
 import sys
+from datetime import datetime
 
 import pytest
 import torch
 from conftest import REPO, make_project, write_json
+
+from torchassistant.core.errors import UsageError
+from torchassistant.session.store import SessionStore
 
 pytestmark = pytest.mark.e2e          # the in-process tests are marked unit as well: they run in the quick loop
 
@@ -98,3 +103,59 @@ def test_a_signal_during_validation_is_an_interruption_and_keeps_the_epochs_trai
     assert_same(*final)
     rows = [open(os.path.join(r, 'pretrained', 'metrics', '0.csv')).read() for r in roots.values()]
     assert rows[0] == rows[1]
+
+
+# ---- init --force and a live trainer; init --force on "." ----------------------------------------
+
+def new_session(path, state=None):
+    return SessionStore.create(path, '{}', {'seed': 1}, state if state is not None else {'n': 0}, overwrite=True)
+
+
+def lock_as(store, pid, since=None, host=None):
+    record = {'pid': pid, 'host': host or socket.gethostname(), 'command': 'torchassistant train s',
+              'since': since or datetime.now().astimezone().isoformat(timespec='seconds')}
+    with open(os.path.join(store.path, 'train.lock'), 'w') as f:
+        json.dump(record, f)
+
+
+def finished_pid():
+    process = subprocess.Popen([sys.executable, '-c', 'pass'])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.unit
+def test_init_force_refuses_a_session_that_a_live_trainer_holds(tmp_path):
+    store = new_session(tmp_path / 's')
+    lock_as(store, os.getppid())          # a process that is running (and started before the lock)
+    before = sorted(os.listdir(store.path))
+    for attempt in (lambda: SessionStore.check_target(store.path, overwrite=True),
+                    lambda: new_session(store.path, {'n': 1})):
+        with pytest.raises(UsageError) as caught:
+            attempt()
+        message = caught.value.message
+        assert f'is being trained by pid {os.getppid()}' in message and 'init --force would replace it' in message
+    assert sorted(os.listdir(store.path)) == before and SessionStore(store.path).checkpoint(0) == {'n': 0}
+    assert sorted(os.listdir(tmp_path)) == ['s'], 'nothing staged is left behind'
+
+    lock_as(store, os.getppid(), host='another-host')
+    with pytest.raises(UsageError, match='cannot see whether that trainer still runs'):
+        new_session(store.path, {'n': 1})
+
+    lock_as(store, finished_pid())         # a trainer that is gone: its lock is stale
+    new_session(store.path, {'n': 2})
+    assert SessionStore(store.path).checkpoint(0) == {'n': 2}
+    assert not os.path.exists(os.path.join(store.path, 'train.lock'))
+    assert sorted(os.listdir(tmp_path)) == ['s']
+
+
+@pytest.mark.unit
+def test_init_force_on_the_current_folder_says_why_not_and_leaves_nothing(tmp_path, monkeypatch):
+    store = new_session(tmp_path / 's')
+    monkeypatch.chdir(store.path)
+    for target in ('.', os.path.join('..', 's')):
+        with pytest.raises(UsageError, match=r'is the current folder; init --force cannot replace the folder '
+                                             r'it runs in'):
+            new_session(target, {'n': 1})
+    assert sorted(os.listdir(tmp_path)) == ['s'], 'no .old or staging folder left'
+    assert SessionStore(store.path).checkpoint(0) == {'n': 0}

@@ -88,10 +88,11 @@ def inspect(path):
     return {'state': 'running', **found}
 
 
-def acquire(path, command, session, stream=None, job=None):
+def acquire(path, command, session, stream=None, job=None, replacing=False):
     """Create the lock file `path` naming this process (its text is returned: the token `release`
     needs), taking over a stale one, or one of an earlier group of the torchrun `job`, with a notice on
-    `stream`; UsageError when another trainer holds it."""
+    `stream`; UsageError when another trainer holds it (`replacing`: the message says why init --force
+    cannot replace the session)."""
     if os.path.abspath(path) in _HELD:
         raise UsageError(f'session "{session}" is already being trained by this process')
     mine = json.dumps({'pid': os.getpid(), 'host': socket.gethostname(),
@@ -115,7 +116,8 @@ def acquire(path, command, session, stream=None, job=None):
                              f'trainer runs on session "{session}", delete {path} and run again.')
         ours = job is not None and holder.get('job') == job     # an earlier group of this torchrun job
         if not ours and not is_stale(holder):
-            raise UsageError(held_message(session, path, holder))
+            raise UsageError(replace_refused(session, path, inspect(path)) if replacing else
+                             held_message(session, path, holder))
         if _take_over(path, text):
             why = f'on host "{holder["host"]}" was an earlier group of this torchrun job, which torchrun ' \
                 f'stopped' if ours else 'is no longer running on this host'
@@ -148,6 +150,16 @@ def held_message(session, path, holder):
     return (f'session "{session}" is locked by {who}, and this is host "{socket.gethostname()}", which cannot '
             f'see whether that trainer still runs. If host "{host}" is gone or no longer trains this session, '
             f'delete {path} and run again.')
+
+
+def replace_refused(session, path, state):
+    """Why init --force does not replace `session`, whose lock file `path` says `state` (inspect's)."""
+    if state['state'] == 'unknown' and not state.get('pid'):
+        return (f'{path} exists but does not say who holds it (a trainer may be starting), so init --force does '
+                f'not replace session "{session}". If no trainer runs on it, delete {path} and run again.')
+    holder = {key: state.get(key) for key in ('pid', 'host', 'since', 'command')}
+    return f'{held_message(session, path, holder)} (init --force would replace it under that trainer, so ' \
+        f'nothing was changed.)'
 
 
 def process_start(pid):

@@ -123,10 +123,7 @@ class SessionStore:
             os.makedirs(os.path.join(staging, 'metrics'))
             store.save_checkpoint(0, checkpoint_state)
             if os.path.exists(path):
-                old = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.old.', dir=parent)
-                os.replace(path, os.path.join(old, 'session'))
-                os.replace(staging, path)
-                shutil.rmtree(old)
+                cls._replace(path, staging, parent)
             else:
                 os.replace(staging, path)
         except OSError as e:
@@ -137,10 +134,32 @@ class SessionStore:
             raise
         return cls(path)
 
+    @classmethod
+    def _replace(cls, path, staging, parent):
+        """Put the session `staging` in place of the session `path`, holding the old one's train.lock
+        meanwhile, so that no trainer starts on it (or still runs) while it is replaced."""
+        lock = os.path.join(path, LOCK)
+        mine = session_lock.acquire(lock, 'init --force', path, replacing=True)
+        old = None
+        try:
+            old = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.old.', dir=parent)
+            os.replace(path, os.path.join(old, 'session'))       # its train.lock (ours now) goes with it
+            os.replace(staging, path)
+        except BaseException:
+            if old is not None and os.path.isdir(os.path.join(old, 'session')) and not os.path.exists(path):
+                os.replace(os.path.join(old, 'session'), path)      # put the old session back
+            session_lock.release(lock, mine)
+            raise
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        session_lock.release(lock, mine)       # forgets it: the file went with the old session
+
     @staticmethod
     def check_target(path, overwrite=False):
         """UsageError unless a new session may be created at `path`: nothing is there, or (with
-        `overwrite`) a session, never any other folder or file."""
+        `overwrite`) a session that no trainer holds and that is not the current folder (or above it);
+        never any other folder or file."""
         if not os.path.exists(path):
             return
         if not overwrite:
@@ -149,6 +168,14 @@ class SessionStore:
         if not os.path.isfile(os.path.join(path, 'session.json')):
             raise UsageError(f'"{path}" exists and is not a TorchAssistant session (it has no session.json); '
                              f'--force replaces only sessions, so nothing was changed. Pick another session_dir.')
+        here, target = os.path.realpath(os.getcwd()), os.path.realpath(path)
+        if here == target or here.startswith(target + os.sep):
+            raise UsageError(f'"{path}" is the current folder; init --force cannot replace the folder it runs in. '
+                             f'Run it from the folder above, with "session_dir": '
+                             f'"{os.path.basename(target)}"; nothing was changed.')
+        holder = session_lock.inspect(os.path.join(path, LOCK))
+        if holder['state'] not in ('not running', 'stale lock'):
+            raise UsageError(session_lock.replace_refused(path, os.path.join(path, LOCK), holder))
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod

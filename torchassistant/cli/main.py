@@ -18,6 +18,7 @@ from torchassistant import version
 from torchassistant.cli import hints
 from torchassistant.cli.hints import command_hint
 from torchassistant.core import errors
+from torchassistant.core.hints import Hint
 
 EXIT_CODES = 'exit codes: 0 ok, 1 failure while running, 2 bad spec or usage, 130 interrupted (Ctrl+C), 143 SIGTERM'
 
@@ -323,7 +324,8 @@ def _run(parser, argv):
         return errors.EXIT_FAILURE if result is False else 0
     except errors.Interrupted as e:       # SIGINT/SIGTERM while training: where it stopped, how to go on
         _traceback(debug)
-        print(f'\n{e.render(hints.prefix_of)}. Resume with: {command_hint("train", session)}', file=sys.stderr)
+        resume = getattr(e, 'resume', None) or Hint('train', session)      # a sweep resumes as a sweep
+        print(f'\n{e.render(hints.prefix_of)}. Resume with: {resume.render(hints.prefix_of)}', file=sys.stderr)
         return e.exit_code
     except errors.TorchAssistantError as e:
         _traceback(debug)

@@ -17,6 +17,7 @@ import time
 
 from torchassistant.cli import commands
 from torchassistant.core.errors import Interrupted, TorchAssistantError, UsageError
+from torchassistant.core.hints import Hint
 from torchassistant.experiment import study as studies
 from torchassistant.experiment import sweeps
 from torchassistant.session import atomic
@@ -120,8 +121,9 @@ def _run_trial(spec, study, trial, resumed):
             _tell(study, trial, state=TrialState.PRUNED)
             state, epochs, value = 'pruned', p.epoch, reporter.value
             record.update(state=state, epoch=p.epoch, reason=p.reason)
-        except Interrupted:
-            raise                                     # the sweep stops; this trial resumes on the next run
+        except Interrupted as e:                      # the sweep stops; this trial resumes on the next run
+            e.resume = Hint('sweep', spec.source)
+            raise
         except TorchAssistantError as e:
             trial.set_user_attr('error', e.message)
             _tell(study, trial, state=TrialState.FAIL)

@@ -4,8 +4,11 @@ trust model (what a session's spec imports; a spec changed since init).
 
 Subprocess tests (`e2e`) run the commands as a user would, on the tutorial project of conftest; the
 in-process ones (`unit`) use the store and the commands' functions directly."""
+import hashlib
+import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from datetime import datetime
 
 import pytest
 import torch
-from conftest import REPO, make_project, write_json
+from conftest import REPO, folder_snapshot, make_project, write_json
 
 from torchassistant.core.errors import UsageError
 from torchassistant.session.store import SessionStore
@@ -159,3 +162,197 @@ def test_init_force_on_the_current_folder_says_why_not_and_leaves_nothing(tmp_pa
             new_session(target, {'n': 1})
     assert sorted(os.listdir(tmp_path)) == ['s'], 'no .old or staging folder left'
     assert SessionStore(store.path).checkpoint(0) == {'n': 0}
+
+
+# ---- best.pt after a crash ---------------------------------------------------------------------
+
+class Killed(BaseException):
+    """The process dies here (as kill -9 would: nothing after it runs)."""
+
+
+def best_session(tmp_path):
+    store = new_session(tmp_path / 's', {'epoch': 0})
+    store.set_retention(keep_checkpoints=2, best_metric={'name': 'val loss', 'mode': 'min'})
+    return store
+
+
+def state_of(epoch, losses):
+    return {'epoch': epoch, 'progress': {'history': {0: [{'val loss': v} for v in losses[:epoch]]}}}
+
+
+def kill_at(monkeypatch, store_module, name):
+    """Make the next atomic write of a file called `name` die before it happens."""
+    real = store_module.atomic.write
+
+    def write(path, data):
+        if os.path.basename(path) == name:
+            raise Killed()
+        return real(path, data)
+    monkeypatch.setattr(store_module.atomic, 'write', write)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize('dies_at', ['best.json', 'best.pt', 'epoch_2.sha256'])
+def test_best_pt_matches_its_record_after_a_crash_at_any_write_and_train_completes_it(tmp_path, monkeypatch,
+                                                                                      dies_at):
+    from torchassistant.session import store as store_module
+    losses = [0.5, 0.3]
+    store = best_session(tmp_path)
+    store.save_checkpoint(1, state_of(1, losses), metrics={'val loss': 0.5})
+    kill_at(monkeypatch, store_module, dies_at)
+    with pytest.raises(Killed):
+        store.save_checkpoint(2, state_of(2, losses), metrics={'val loss': 0.3})
+    monkeypatch.undo()
+
+    reopened = SessionStore(store.path)
+    notes = []
+    record, state = reopened.best_checkpoint(notes.append)
+    assert record['epoch'] == state['epoch'], 'best.pt is what its record says'
+    assert (notes != []) == (dies_at == 'best.pt'), notes      # an older best.pt, still described, is announced
+    reopened.set_retention(keep_checkpoints=2, best_metric={'name': 'val loss', 'mode': 'min'})
+    out = io.StringIO()
+    assert reopened.repair_best(out) == (dies_at != 'epoch_2.sha256'), out.getvalue()
+    if dies_at != 'epoch_2.sha256':       # epoch 2's checkpoint is on disk: best.pt must become it
+        assert 'notice: ' in out.getvalue() and 'best.pt' in out.getvalue()
+        record, state = reopened.best_checkpoint()
+        assert record['epoch'] == state['epoch'] == 2
+    else:                                 # epoch 2 never became a checkpoint: the best stays epoch 1
+        assert reopened.best_checkpoint()[1]['epoch'] == 1
+    assert reopened.repair_best(io.StringIO()) is False, 'repaired once, consistent from then on'
+
+
+@pytest.mark.unit
+def test_a_truncated_latest_checkpoint_leaves_best_pt_intact(tmp_path):
+    store = best_session(tmp_path)
+    store.save_checkpoint(1, state_of(1, [0.5]), metrics={'val loss': 0.5})
+    with open(os.path.join(store.path, 'checkpoints', 'epoch_1.pt'), 'r+b') as f:
+        f.truncate(100)                   # in place: a hard link would share it
+    assert store.checkpoint('best') == state_of(1, [0.5])
+
+
+@pytest.mark.unit
+def test_best_json_with_wrong_types_is_named_and_replaced_by_train(tmp_path):
+    store = best_session(tmp_path)
+    store.save_checkpoint(1, state_of(1, [0.5]), metrics={'val loss': 0.5})
+    path = os.path.join(store.path, 'checkpoints', 'best.json')
+    with open(path) as f:
+        record = json.load(f)
+    write_json(path, {**record, 'epoch': '1'})
+    with pytest.raises(UsageError) as caught:
+        store.checkpoint('best')
+    assert f'{store.path}/checkpoints/best.json is damaged ("epoch" is "1", not an epoch number)' in caught.value.message
+    assert 'best.json is damaged' in store.inventory()
+    out = io.StringIO()
+    assert store.repair_best(out)
+    assert 'notice: ' in out.getvalue() and 'best.json is damaged' in out.getvalue()
+    assert store.best_checkpoint()[0]['epoch'] == 1, 'rebuilt from the latest epoch-end checkpoint'
+
+
+# ---- damaged or malformed session files: named, no traceback, never a silent change --------------
+
+EVALUATE = 'my_examples/mnist/evaluation.json'
+INFER = ('my_examples/mnist/inference.json', 'my_examples/mnist/digit_2.png')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, tiny_mnist):
+    """A tutorial project whose session "pretrained" is trained 1 epoch (epoch_0 and epoch_1 kept)."""
+    root = str(tmp_path_factory.mktemp('trained'))
+    make_project(root, tiny_mnist, epochs=1)
+    for argv in (('init', SPEC), ('train', 'pretrained', '--quiet')):
+        code, out, err = run(*argv, cwd=root)
+        assert code == 0, out + err
+    return root
+
+
+@pytest.fixture
+def copy(trained, tmp_path):
+    """A copy of the trained project, to damage."""
+    root = str(tmp_path / 'project')
+    shutil.copytree(trained, root)
+    return root
+
+
+def session_file(root, *parts):
+    return os.path.join(root, 'pretrained', *parts)
+
+
+def flip_a_byte(path, at=None):
+    """Flip one bit of the file at `at` (default: its middle, inside the data: it would load, changed)."""
+    with open(path, 'r+b') as f:
+        f.seek(os.path.getsize(path) // 2 if at is None else at)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+def rewrite_checkpoint(root, name, change):
+    """Replace checkpoints/<name>.pt by `change(state)`, with a matching checksum (as a deliberate edit)."""
+    path = session_file(root, 'checkpoints', name + '.pt')
+    state = change(torch.load(path, weights_only=True))
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with open(path, 'wb') as f:
+        f.write(buffer.getvalue())
+    with open(session_file(root, 'checkpoints', name + '.sha256'), 'w') as f:
+        f.write(hashlib.sha256(buffer.getvalue()).hexdigest())
+
+
+def without(key):
+    return lambda state: {k: v for k, v in state.items() if k != key}
+
+
+def damage_session_json(root):
+    with open(session_file(root, 'session.json'), 'r+') as f:
+        f.truncate(7)
+
+
+def damage_lock(root):
+    write_json(session_file(root, 'train.lock'), {'pid': 10 ** 30, 'host': socket.gethostname(),
+                                                  'since': '2026-01-01T00:00:00+00:00'})
+
+
+@pytest.mark.parametrize('damage, commands, says', [
+    (damage_session_json, [('evaluate', EVALUATE), ('status', 'pretrained'), ('train', 'pretrained')],
+     'pretrained/session.json is damaged (it is not JSON'),
+    (lambda root: rewrite_checkpoint(root, 'epoch_1', without('models')), [('evaluate', EVALUATE),
+                                                                           ('train', 'pretrained')],
+     'pretrained/checkpoints/epoch_1.pt was not loaded: its checksum matches, but it is not a checkpoint '
+     'TorchAssistant wrote ("models" is missing)'),
+    (lambda root: rewrite_checkpoint(root, 'epoch_1', lambda s: {**s, 'progress': {**s['progress'],
+                                                                                   'history': {101: 0.5}}}),
+     [('evaluate', EVALUATE), ('status', 'pretrained')],
+     'epoch_1.pt was not loaded: its checksum matches, but it is not a checkpoint TorchAssistant wrote '
+     '("progress"."history" is not {stage: [{metric: number}, ...]})'),
+    (lambda root: flip_a_byte(session_file(root, 'learned.pt')), [('evaluate', EVALUATE), ('infer', *INFER)],
+     'pretrained/learned.pt is damaged (its checksum does not match learned.sha256)'),
+    (damage_lock, [('train', 'pretrained')], 'pretrained/train.lock exists but does not say who holds it'),
+])
+def test_a_damaged_session_file_is_named_with_no_traceback(copy, damage, commands, says):
+    damage(copy)
+    before = folder_snapshot(os.path.join(copy, 'pretrained'))
+    for argv in commands:
+        code, out, err = run(*argv, cwd=copy)
+        assert code == 2 and TRACEBACK not in err and says in err, (argv, code, out + err)
+    assert folder_snapshot(os.path.join(copy, 'pretrained')) == before, 'nothing was changed'
+
+
+def test_status_of_a_lock_with_a_huge_pid_says_it_cannot_tell(copy):
+    damage_lock(copy)
+    code, out, err = run('status', 'pretrained', cwd=copy)
+    assert code == 0 and TRACEBACK not in err, out + err
+    assert 'training now: unknown; pretrained/train.lock does not say who holds it' in out, out
+
+
+def test_a_fallback_to_an_older_checkpoint_is_announced_and_status_marks_the_damaged_one(copy):
+    flip_a_byte(session_file(copy, 'checkpoints', 'epoch_1.pt'))
+    said = ('notice: pretrained/checkpoints/epoch_1.pt is damaged (the checksum does not match); using the newest '
+            'intact checkpoint, epoch_0.pt (epoch 0), instead')
+    for argv in (('evaluate', EVALUATE), ('infer', *INFER)):
+        code, out, err = run(*argv, cwd=copy)
+        assert code == 0 and said in err, (argv, out + err)
+    code, out, err = run('status', 'pretrained', cwd=copy)
+    assert code == 0, out + err
+    assert 'epoch_0, epoch_1 (damaged: its checksum does not match; not used)' in out, out
+    code, out, err = run('status', 'pretrained', '--json', cwd=copy)
+    assert json.loads(out)['damaged'] == ['epoch_1']

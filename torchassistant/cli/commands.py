@@ -215,10 +215,10 @@ def open_session(session_dir, spec_document=None, options=None, world=None, only
     if checkpoint_option is not None:
         which = checkpoint_option
     if which == 'latest':
-        (epoch, _), state = store.latest_checkpoint()      # (epoch, batch): batch > 0 for a mid-epoch checkpoint
+        (epoch, _), state = store.latest_checkpoint(notice, checkpoint.problem)   # batch > 0: a mid-epoch one
     else:
         try:
-            state = store.checkpoint(which)              # evaluate/infer: "best" or an epoch's checkpoint
+            state = store.checkpoint(which, notice, checkpoint.problem)   # evaluate/infer: "best" or an epoch
         except UsageError as e:
             given = '--checkpoint' if checkpoint_option is not None else spec_document.describe(("checkpoint",))
             raise UsageError(f'{given}: {e.message}') from None
@@ -234,6 +234,11 @@ def open_session(session_dir, spec_document=None, options=None, world=None, only
     if document.data.get('compile'):
         compile_models(entities, options.stream)
     return Opened(store, document, entities, epoch, state, device, precision)
+
+
+def notice(text):
+    """A fallback or repair the user should know of (an older checkpoint used instead of a damaged one)."""
+    print(f'notice: {text}', file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -341,6 +346,8 @@ def _train(session_dir, stream=None, options=None, world=None):
     stages = builder.build_stages(session.document, session.entities)
     settings = session.document.data['train']
     session.store.set_retention(settings.get('keep_checkpoints', rules.KEEP_CHECKPOINTS), settings.get('best_metric'))
+    if world.is_main:
+        session.store.repair_best(stream)       # what a crash left of best.pt, completed
     step = TrainStep(session.precision, settings.get('accumulate', 1), settings.get('clip_grad_norm'),
                      settings.get('non_finite', 'stop'), across_processes=world.size > 1)
     progress = reopen_finished_stage(checkpoint.restore(session.entities, session.state, step), stages)

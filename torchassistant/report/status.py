@@ -18,6 +18,7 @@ from typing import Optional
 from torchassistant.core import standard_json
 from torchassistant.core.hints import Hint
 from torchassistant.report.progress import format_metrics
+from torchassistant.session import checkpoint
 from torchassistant.session import lock as session_lock
 from torchassistant.session.store import SessionStore
 from torchassistant.spec import loader
@@ -50,6 +51,8 @@ class SessionStatus:
     running: dict            # {"state": "running" | "not running" | "stale lock" | "unknown", "pid", "host", ...}
     overrides: list = field(default_factory=list)   # the --set arguments the spec is used with (init's, train's)
     trial: Optional[dict] = None    # a sweep's trial: {"sweep", "number", "state", "epoch", "reason", ...}
+    damaged: list = field(default_factory=list)     # checkpoints kept whose checksum does not match (not used)
+    problems: list = field(default_factory=list)    # other damaged session files, in words (best.json, best.pt)
 
 
 def read(session_dir):
@@ -63,21 +66,20 @@ def read(session_dir):
     if store.overrides('train'):
         spec = spec_overrides.apply_to_data(spec, store.overrides('train'))
     train = spec['train']
-    ident, state = store.latest_checkpoint()
+    ident, state = store.latest_checkpoint(check=checkpoint.problem)
     progress = state['progress']
     history = progress['history']
     stages = [_stage(index, history.get(index, history.get(str(index), [])), progress['stage'],
                      train.get('best_metric'), len(stage['training_pipelines']))
               for index, stage in enumerate(train['stages'])]
-    best = store.best_record()
-    if best is not None and not os.path.isfile(os.path.join(store.path, 'checkpoints', 'best.pt')):
-        best = None
+    best, best_problem = store.best_state()      # the record best.pt matches (verified)
     done = min(progress['stage'], len(train['stages']))
     complete = done == len(train['stages'])
     return SessionStatus(store.path, ident.epoch, ident.batch, None if complete else done, done,
                          len(train['stages']), complete, stages,
                          [i.name for i in store.checkpoint_ids()], best, training_lock(store.path),
-                         overrides, store.read_record('trial.json'))
+                         overrides, store.read_record('trial.json'), store.damaged_checkpoints(),
+                         [best_problem] if best_problem else [])
 
 
 def _stage(index, rows, next_stage, best_metric, pipelines=1):
@@ -134,8 +136,10 @@ def describe(status, prefix_of=None):
                          f'  (by {stage.monitored}, {better} is better)')
         if stage.rows:
             lines.append(f'  metrics: {os.path.join(status.path, "metrics", f"{stage.index}.csv")}')
-    kept = ', '.join(status.checkpoints) or 'none'
+    kept = ', '.join(name + (' (damaged: its checksum does not match; not used)' if name in status.damaged else '')
+                     for name in status.checkpoints) or 'none'
     lines.append(f'Checkpoints kept in {os.path.join(status.path, "checkpoints")}: {kept}')
+    lines += [f'  {problem}' for problem in status.problems]
     if status.best_checkpoint:
         best = status.best_checkpoint
         lines.append(f'  best.pt: epoch {best["epoch"]} ({best["metric"]} {best["value"]:.4f}, '

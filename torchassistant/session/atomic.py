@@ -10,7 +10,6 @@ import contextlib
 import errno
 import os
 import tempfile
-import uuid
 
 from torchassistant.core.errors import TorchAssistantError
 
@@ -60,21 +59,6 @@ def create_exclusive(path, data):
         remove(path)
         raise
     return True
-
-
-def link(source, path, data):
-    """Make `path` a hard link of `source` atomically (a copy of `data` where links are not supported)."""
-    temporary = os.path.join(os.path.dirname(path), f'{TEMPORARY_PREFIX}{uuid.uuid4().hex}')
-    try:
-        os.link(source, temporary)
-    except OSError:
-        return write(path, data)
-    try:
-        os.replace(temporary, path)
-    except BaseException:
-        remove(temporary)
-        raise
-    sync_folder(os.path.dirname(path))
 
 
 def sync_folder(directory):

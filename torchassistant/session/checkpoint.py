@@ -149,6 +149,67 @@ def restore(entities, state, step=None):
     return Progress(**state['progress'])
 
 
+# ---- checking a loaded checkpoint ----------------------------------------------------------------
+
+_PARTS = ('progress', 'models', 'optimizers', 'schedulers', 'loaders', 'rng')     # and "step" (newer ones)
+
+
+def problem(state):
+    """What makes `state` (a checkpoint loaded from a session file) other than what `capture` writes,
+    in words, or None: checked before anything reads it, so a malformed file is named, not a KeyError."""
+    if not isinstance(state, dict):
+        return f'it holds {_kind(state)}, not a dict'
+    for part in _PARTS:
+        if part not in state:
+            return f'"{part}" is missing'
+        if not isinstance(state[part], dict):
+            return f'"{part}" is {_kind(state[part])}, not a dict'
+    if not isinstance(state.get('step', {}), dict):
+        return f'"step" is {_kind(state["step"])}, not a dict'
+    for part in ('models', 'optimizers', 'schedulers'):
+        bad = next((name for name, value in state[part].items() if not isinstance(value, dict)), None)
+        if bad is not None:
+            return f'"{part}"["{bad}"] is {_kind(state[part][bad])}, not a state dict'
+    progress = state['progress']
+    for key in ('epoch', 'stage', 'stage_epoch', 'batch'):
+        if type(progress.get(key)) is not int or progress[key] < 0:
+            return f'"progress"."{key}" is {_kind(progress.get(key))}, not a count'
+    if rows(state) is None:
+        return '"progress"."history" is not {stage: [{metric: number}, ...]}'
+    if not {'python', 'torch'} <= set(state['rng']):
+        return '"rng" lacks the Python or torch generator state'
+    resume = state.get('epoch_state')
+    if resume is not None:
+        if not isinstance(resume, dict) or not {'positions', 'loaders', 'meters', 'rng'} <= set(resume):
+            return '"epoch_state" lacks positions, loaders, meters or rng'
+        if not isinstance(resume['positions'], dict) or not all(type(v) is int and v >= 0
+                                                                 for v in resume['positions'].values()):
+            return '"epoch_state"."positions" is not {pipeline: batches done}'
+        if not isinstance(resume['meters'], dict) or not isinstance(resume['loaders'], dict):
+            return '"epoch_state"."meters" or "loaders" is not a dict'
+    return None
+
+
+def rows(state):
+    """Every epoch's row so far, oldest first, from a checkpoint's progress ({stage index: [rows]}, the
+    stages run in order); None when its history is not that."""
+    progress = state.get('progress') if isinstance(state, dict) else None
+    history = progress.get('history') if isinstance(progress, dict) else None
+    if not isinstance(history, dict) or not all(isinstance(k, int) or isinstance(k, str) and k.isdigit()
+                                                 for k in history):
+        return None
+    found = [row for stage in sorted(history, key=int) for row in
+             (history[stage] if isinstance(history[stage], list) else [None])]
+    ok = all(isinstance(row, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in row.items())
+             for row in found)
+    return found if ok else None
+
+
+def _kind(value):
+    return 'nothing' if value is None else f'a {type(value).__name__} ({value!r})' if isinstance(
+        value, (int, float, str, bool)) else f'a {type(value).__name__}'
+
+
 # ---- plain data ----------------------------------------------------------------------------------
 
 _LEAVES = (type(None), bool, int, float, complex, str, bytes, torch.Size, torch.dtype, torch.device,

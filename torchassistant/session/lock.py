@@ -32,6 +32,7 @@ from torchassistant.session.atomic import WriteError
 LOCK = 'train.lock'
 STALE_SUFFIX = '.stale-'      # a stale lock renamed aside while being taken over
 
+MAX_PID = 2 ** 31 - 1         # pid_t: a larger number names no process (and os.kill refuses it)
 _HELD: set = set()            # lock files this process holds
 
 
@@ -42,7 +43,7 @@ def parse(text):
         holder = json.loads(text)
     except ValueError:
         return None
-    ok = isinstance(holder, dict) and isinstance(holder.get('pid'), int) and holder['pid'] > 0 \
+    ok = isinstance(holder, dict) and type(holder.get('pid')) is int and 0 < holder['pid'] <= MAX_PID \
         and isinstance(holder.get('host'), str) and isinstance(holder.get('since'), str)
     return holder if ok else None
 

@@ -7,15 +7,17 @@ Layout (see README):
     SESSION/trial.json                      a sweep's trial: its number, values, state (pruned: when and why)
     SESSION/mlflow.json                     the "mlflow" logger's run id
     SESSION/expanded.json                   a concise spec: the explicit spec it was filled in to at init
-    SESSION/learned.pt                      splits and fitted preprocessors, drawn once at init
+    SESSION/learned.pt                      splits and fitted preprocessors, drawn once at init (and
+    SESSION/learned.sha256                    its checksum)
     SESSION/train.lock                      while a trainer runs: {"pid", "host", "since", "command"}
                                               (the protocol: torchassistant.session.lock)
     SESSION/checkpoints/epoch_N.pt          state after N finished epochs (0 = at init), with
     SESSION/checkpoints/epoch_N.sha256        its checksum, written after it
     SESSION/checkpoints/epoch_N_batch_M.pt  state M batches into epoch N+1 (and its .sha256)
                                               (what a checkpoint holds: torchassistant.session.checkpoint)
-    SESSION/checkpoints/best.pt             the best epoch-end checkpoint by train.best_metric (and
-                                              its .sha256; best.json: which epoch, what value)
+    SESSION/checkpoints/best.pt             a copy of the best epoch-end checkpoint by train.best_metric;
+    SESSION/checkpoints/best.json             its record: which epoch, what value, best.pt's checksum
+                                              (and the record before, while an update is under way)
     SESSION/metrics/<stage>.csv             one row per epoch of that stage
     SESSION/plots/stage_<stage>.png         learning curves (`torchassistant plot`, the "plots" logger)
     SESSION/tensorboard/                    event files, written by TensorBoard's own writer (`folder`)
@@ -28,7 +30,8 @@ the old one and no temporary file. A checkpoint without a matching checksum is i
 run.
 
 Retention, after each checkpoint: the newest `keep_checkpoints` epoch-end checkpoints and the newest
-`keep_checkpoints` mid-epoch ones of the epoch in progress; best.pt is a link of its own, never deleted.
+`keep_checkpoints` mid-epoch ones of the epoch in progress; best.pt is a file of its own (a copy), never
+deleted by retention.
 Checkpoints are written only by the trainer holding train.lock (`lock()`).
 """
 import contextlib
@@ -53,6 +56,7 @@ from torchassistant.session import atomic
 from torchassistant.session import lock as session_lock
 from torchassistant.session.atomic import WriteError
 from torchassistant.session.checkpoint import plain_data_problem
+from torchassistant.session.checkpoint import rows as checkpoint_rows
 from torchassistant.session.lock import LOCK
 from torchassistant.spec.rules import KEEP_CHECKPOINTS, best_metric_mode, better, comparable
 
@@ -117,8 +121,9 @@ class SessionStore:
                 store.write_record(name, data)
             if expanded_text is not None:
                 atomic.write(os.path.join(staging, EXPANDED), expanded_text.encode())
-            atomic.write(os.path.join(staging, 'learned.pt'),
-                         _serialize(learned_state, os.path.join(path, 'learned.pt')))
+            learned = _serialize(learned_state, os.path.join(path, 'learned.pt'))
+            atomic.write(os.path.join(staging, 'learned.pt'), learned)
+            atomic.write(os.path.join(staging, 'learned.sha256'), _digest(learned))
             os.makedirs(os.path.join(staging, 'checkpoints'))
             os.makedirs(os.path.join(staging, 'metrics'))
             store.save_checkpoint(0, checkpoint_state)
@@ -189,8 +194,7 @@ class SessionStore:
         if not os.path.isfile(os.path.join(path, 'session.json')):
             raise UsageError(f'"{path}" is not a TorchAssistant session (it has no session.json); '
                              f'create one with: ', Hint("init", "SPEC.json"))
-        with open(os.path.join(path, 'session.json')) as f:
-            meta = json.load(f)
+        meta = cls._meta(path)
         if meta.get('format') != FORMAT:
             raise UsageError(f'session "{path}" has format {meta.get("format")}, this TorchAssistant reads {FORMAT} '
                              f'(format 1 sessions hold objects that are not plain data); train it with the '
@@ -219,8 +223,16 @@ class SessionStore:
         path = os.path.join(self.path, EXPANDED)
         if not os.path.isfile(path):
             return None
-        with open(path) as f:
-            return json.load(f)
+        try:
+            with open(path, 'rb') as f:
+                expanded = json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise UsageError(f'{self._shown(EXPANDED)} is damaged ({e}): it is the explicit spec the session\'s '
+                             f'concise spec was filled in to at init. Recreate the session with: ',
+                             Hint("init", "--force", "SPEC.json")) from None
+        if not isinstance(expanded, dict):
+            raise UsageError(f'{self._shown(EXPANDED)} is damaged (not a JSON object)')
+        return expanded
 
     def folder(self, name):
         """SESSION/<name>, created if missing: for files a library writes itself (TensorBoard's events)."""
@@ -228,10 +240,45 @@ class SessionStore:
         os.makedirs(path, exist_ok=True)
         return path
 
+    @staticmethod
+    def _meta(path):
+        """session.json of the session at `path`: a UsageError naming it when it is not what init wrote."""
+        shown = os.path.join(path, 'session.json')
+        try:
+            with open(shown, 'rb') as f:
+                meta = json.loads(f.read())
+        except OSError as e:
+            raise UsageError(f'{shown} cannot be read: {_os_error(e)}') from None
+        except ValueError as e:
+            raise UsageError(f'{shown} is damaged (it is not JSON: {e}); it says which format the session has, so '
+                             f'the session cannot be used. Recreate it with: ', Hint("init", "--force", "SPEC.json"),
+                             ' (or restore the file from a copy)') from None
+        if not isinstance(meta, dict):
+            raise UsageError(f'{shown} is damaged (it holds {type(meta).__name__}, not {{"format": ...}}); recreate '
+                             f'the session with: ', Hint("init", "--force", "SPEC.json"))
+        return meta
+
     def learned_state(self):
-        path = os.path.join(self.path, 'learned.pt')
-        with open(path, 'rb') as f:
-            return _deserialize(f.read(), self._shown('learned.pt'))
+        """learned.pt (splits and fitted preprocessors, drawn at init), checked against learned.sha256
+        (sessions made before it was written have none)."""
+        shown = self._shown('learned.pt')
+        try:
+            with open(os.path.join(self.path, 'learned.pt'), 'rb') as f:
+                data = f.read()
+        except OSError as e:
+            raise UsageError(f'{shown} cannot be read: {_os_error(e)}; it holds the splits and fitted '
+                             f'preprocessors init drew, which the session needs') from None
+        try:
+            with open(os.path.join(self.path, 'learned.sha256')) as f:
+                expected = f.read().strip()
+        except FileNotFoundError:
+            expected = None
+        if expected is not None and _digest(data).decode() != expected:
+            raise UsageError(f'{shown} is damaged (its checksum does not match learned.sha256): it holds the splits '
+                             f'and fitted preprocessors init drew, which cannot be drawn again the same way, so the '
+                             f'session is not used. Restore the file from a copy, or recreate the session with: ',
+                             Hint("init", "--force", "SPEC.json"))
+        return _deserialize(data, shown)
 
     # ---- one writer ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -280,47 +327,132 @@ class SessionStore:
             found.setdefault(_ident(match), set()).add(match.group(3))
         return sorted(ident for ident, kinds in found.items() if kinds == {'pt', 'sha256'})
 
+    def damaged_checkpoints(self):
+        """Names of the checkpoints present whose checksum does not match (never used), oldest first."""
+        return [i.name for i in self.checkpoint_ids() if self._read_intact(i.name) is None]
+
     def checkpoint_epochs(self):
         """Epochs of the epoch-end checkpoints present, oldest first."""
         return [i.epoch for i in self.checkpoint_ids() if not i.batch]
 
-    def latest_checkpoint(self):
-        """(CheckpointId, state) of the newest checkpoint whose checksum matches; UsageError if none."""
+    def latest_checkpoint(self, notice=None, check=None):
+        """(CheckpointId, state) of the newest checkpoint whose checksum matches; UsageError if none.
+        `notice(text)` is told of newer ones passed over because they are damaged; `check(state)` says
+        what is wrong with a state that is not a checkpoint (checkpoint.problem): a UsageError naming it."""
+        damaged = []
         for ident in reversed(self.checkpoint_ids()):
             data = self._read_intact(ident.name)
-            if data is not None:
-                return ident, _deserialize(data, self._shown('checkpoints', ident.name + '.pt'))
+            if data is None:
+                damaged.append(self._shown('checkpoints', ident.name + '.pt'))
+                continue
+            if damaged and notice is not None:
+                notice(f'{", ".join(damaged)} {"is" if len(damaged) == 1 else "are"} damaged (the checksum does not '
+                       f'match); using the newest intact checkpoint, {ident.name}.pt ({ident.describe()}), instead')
+            return ident, _checked(data, self._shown('checkpoints', ident.name + '.pt'), check)
         raise UsageError(f'session "{self.shown}" has no intact checkpoint in {self.shown}/checkpoints; '
                          f'recreate it with: ', Hint("init", "--force", "SPEC.json"))
 
-    def checkpoint(self, which='latest'):
+    def checkpoint(self, which='latest', notice=None, check=None):
         """The state of checkpoint `which`: "latest" (the newest intact one), "best" (best.pt) or an
-        epoch number N (the checkpoint at the end of epoch N). UsageError, listing what exists, if absent."""
+        epoch number N (the checkpoint at the end of epoch N). UsageError, listing what exists, if absent.
+        `notice(text)` is told when what is used is not what was asked for (an older best.pt); `check`:
+        as for latest_checkpoint."""
         if which == 'latest':
-            return self.latest_checkpoint()[1]
+            return self.latest_checkpoint(notice, check)[1]
         if which == 'best':
-            name, label = 'best', 'best checkpoint (train.best_metric picks it at the end of each epoch)'
-        elif isinstance(which, int) and not isinstance(which, bool) and which >= 0:
-            name, label = f'epoch_{which}', f'checkpoint of epoch {which}'
-        else:
+            return self.best_checkpoint(notice, check)[1]
+        if not (isinstance(which, int) and not isinstance(which, bool) and which >= 0):
             raise UsageError(f'a checkpoint is "latest", "best" or an epoch number, not {which!r}')
+        name = f'epoch_{which}'
         shown = self._shown('checkpoints', name + '.pt')
         if not os.path.isfile(self._file(name) + '.pt'):
-            raise UsageError(f'session "{self.shown}" has no {label}; it has {self.inventory()}')
+            raise UsageError(f'session "{self.shown}" has no checkpoint of epoch {which}; it has {self.inventory()}')
         data = self._read_intact(name)
         if data is None:
             raise UsageError(f'{shown} is damaged (its checksum does not match); session "{self.shown}" has '
                              f'{self.inventory()}')
-        return _deserialize(data, shown)
+        return _checked(data, shown, check)
+
+    # ---- best.pt ------------------------------------------------------------------------------
+    # best.pt is a copy of the best epoch-end checkpoint; best.json its record: {"epoch", "metric", "mode",
+    # "value", "sha256" (of best.pt), "previous": the record before, or null}. An update writes best.json
+    # first, then best.pt, each atomically: whenever a process stops, best.pt matches best.json's record or
+    # its "previous" one, so best.pt is always described. The next trainer completes an update a crash cut
+    # short (repair_best).
 
     def best_record(self):
-        """{"epoch", "metric", "mode", "value"} of best.pt, or None when there is none."""
+        """The record of the best epoch (best.json), or None when there is none; UsageError naming
+        best.json when it is not a record TorchAssistant wrote."""
+        path = self._file('best') + '.json'
         try:
-            with open(self._file('best') + '.json') as f:
-                record = json.load(f)
-        except (OSError, ValueError):
+            with open(path, 'rb') as f:
+                text = f.read()
+        except FileNotFoundError:
             return None
-        return record if isinstance(record, dict) and {'epoch', 'metric', 'mode', 'value'} <= set(record) else None
+        except OSError as e:
+            raise UsageError(f'{self._shown("checkpoints", "best.json")} cannot be read: {_os_error(e)}') from None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            record = None
+        problem = _record_problem(record)
+        if problem:
+            raise UsageError(f'{self._shown("checkpoints", "best.json")} is damaged ({problem}); it is not the record '
+                             f'TorchAssistant writes of best.pt. The next train repairs it: ', Hint('train', self.shown))
+        if 'sha256' not in record:       # written before best.json held its checksum: best.sha256 did
+            try:
+                with open(self._file('best') + '.sha256') as f:
+                    record = {**record, 'sha256': f.read().strip(), 'previous': None}
+            except OSError:
+                record = {**record, 'sha256': None, 'previous': None}
+        return record
+
+    def best_checkpoint(self, notice=None, check=None):
+        """(record, state) of best.pt, the record being the one of best.json that best.pt matches; when
+        that is the "previous" one (training stopped while updating it), `notice(text)` says so."""
+        record = self.best_record()
+        shown = self._shown('checkpoints', 'best.pt')
+        if record is None or not os.path.isfile(self._file('best') + '.pt'):
+            raise UsageError(f'session "{self.shown}" has no best checkpoint (train.best_metric picks it at the end '
+                             f'of each epoch); it has {self.inventory()}')
+        held, data = self._best_held(record)
+        if held is None:
+            raise UsageError(f'{shown} is damaged (its checksum does not match its record, '
+                             f'{self._shown("checkpoints", "best.json")}); session "{self.shown}" has '
+                             f'{self.inventory()}. The next train rebuilds it where it can: ', Hint('train', self.shown))
+        if held is not record and notice is not None:
+            notice(f'{shown} still holds epoch {held["epoch"]} ({held["metric"]} {held["value"]:.6g}), the best '
+                   f'before epoch {record["epoch"]}: training stopped while updating it; the next train completes '
+                   f'that update')
+        return held, _checked(data, shown, check)
+
+    def best_state(self):
+        """What best.pt holds, without loading it: (record it matches or None, problem or None)."""
+        try:
+            record = self.best_record()
+        except UsageError as e:
+            return None, e.message
+        if record is None or not os.path.isfile(self._file('best') + '.pt'):
+            return None, None
+        held, _ = self._best_held(record)
+        if held is None:
+            return None, 'best.pt is damaged (its checksum does not match best.json)'
+        if held is not record:
+            return held, f'best.pt holds the best before epoch {record["epoch"]} (an update was cut short)'
+        return held, None
+
+    def _best_held(self, record):
+        """(the record, or its "previous", that best.pt matches, or None; best.pt's bytes)."""
+        try:
+            with open(self._file('best') + '.pt', 'rb') as f:
+                data = f.read()
+        except OSError:
+            return None, None
+        digest = _digest(data).decode()
+        previous = record.get('previous')
+        held = record if digest == record['sha256'] else previous if previous and digest == previous['sha256'] \
+            else None
+        return held, data
 
     def inventory(self):
         """What checkpoints exist, in words, for messages."""
@@ -328,30 +460,92 @@ class SessionStore:
         ends = [str(i.epoch) for i in ids if not i.batch]
         parts = [f'epoch-end checkpoints of epochs {", ".join(ends)}' if ends else 'no epoch-end checkpoint']
         parts += [f'a mid-epoch one at {i.describe()}' for i in ids if i.batch]
-        best = self.best_record()
-        if best and os.path.isfile(self._file('best') + '.pt'):
+        best, problem = self.best_state()
+        if best:
             parts.append(f'best.pt (epoch {best["epoch"]}, {best["metric"]} {best["value"]:.6g})')
+        elif problem:
+            parts.append(problem)
         return '; '.join(parts)
 
     def _update_best(self, ident, row, data):
+        """Make the epoch-end checkpoint `ident` (its bytes `data`, its row `row`) best.pt if it beats the
+        best so far; True when it did."""
         name, mode = self.best_metric['name'], best_metric_mode(self.best_metric)
         if name not in row:
             raise UsageError(f'train.best_metric names "{name}", which is not among the metrics of epoch '
                              f'{ident.epoch}: {", ".join(row) or "none"}')
         value = float(row[name])
-        best = self.best_record()
+        try:
+            best = self.best_record()
+        except UsageError:
+            best = None                 # damaged: replaced (repair_best, at the start of training, said so)
         if not comparable(value) or best and (best['metric'], best['mode']) == (name, mode) \
                 and not better(value, best['value'], mode):
-            return
+            return False
+        held = self._best_held(best)[0] if best else None
+        record = {'epoch': ident.epoch, 'metric': name, 'mode': mode, 'value': value, 'sha256': _digest(data).decode(),
+                  'previous': {k: v for k, v in held.items() if k != 'previous'} if held else None}
+        self._write_best(record, data)
+        return True
+
+    def _write_best(self, record, data):
         base = self._file('best')
-        try:    # best.json last: a crash before it makes the resumed run, replaying this epoch, redo all three
-            atomic.link(self._file(ident.name) + '.pt', base + '.pt', data)
-            atomic.write(base + '.sha256', _digest(data))
-            atomic.write(base + '.json', json.dumps({'epoch': ident.epoch, 'metric': name, 'mode': mode,
-                                                      'value': value}).encode())
+        try:        # the record first: best.pt, as it is until replaced, matches its "previous"
+            atomic.write(base + '.json', json.dumps(record).encode())
+            atomic.write(base + '.pt', data)
+            atomic.remove(base + '.sha256')     # what best.json's checksum replaced
         except OSError as e:
             raise WriteError(f'could not update {self._shown("checkpoints", "best.pt")}: {_os_error(e)}; the '
-                             f'checkpoint of epoch {ident.epoch} itself is saved') from e
+                             f'checkpoint of epoch {record["epoch"]} itself is saved, and the next train completes '
+                             f'the update') from e
+
+    def repair_best(self, stream=None):
+        """Before training (the lock held): best.pt and best.json made consistent after whatever stopped
+        the last run (a crash between their writes, damage), and the latest epoch-end checkpoint's update
+        of them done if it did not happen (a crash right after that checkpoint). Each change is a notice
+        on `stream`; True when something changed."""
+        if not self.best_metric:
+            return False
+        base, shown = self._file('best'), self._shown('checkpoints', 'best.pt')
+
+        def say(text):
+            print(f'notice: {text}', file=stream, flush=True)
+        changed = False
+        try:
+            record = self.best_record()
+        except UsageError as e:
+            say(f'{e.message.split(" The next train")[0]} Removing it and {shown}; the best epoch is chosen '
+                f'again from the next epoch-end checkpoint on')
+            record, changed = None, True
+            for suffix in ('.json', '.pt', '.sha256'):
+                atomic.remove(base + suffix)
+        if record is not None:
+            held, _ = self._best_held(record)
+            if held is not record:
+                data = self._read_intact(f'epoch_{record["epoch"]}')
+                if data is not None and _digest(data).decode() == record['sha256']:
+                    self._write_best(record, data)
+                    say(f'{shown} completed: it now holds epoch {record["epoch"]}, as best.json records (the update '
+                        f'was cut short)')
+                elif held is not None:
+                    atomic.write(base + '.json', json.dumps({**held, 'previous': None}).encode())
+                    say(f'{shown} holds epoch {held["epoch"]}, the best before epoch {record["epoch"]}, whose '
+                        f'checkpoint is gone: best.json records epoch {held["epoch"]} again')
+                else:
+                    for suffix in ('.json', '.pt', '.sha256'):
+                        atomic.remove(base + suffix)
+                    say(f'{shown} was damaged and the checkpoint of epoch {record["epoch"]} it copied is gone: '
+                        f'removed; the best epoch is chosen again from the next epoch-end checkpoint on')
+                changed = True
+        latest = next((i for i in reversed(self.checkpoint_ids()) if not i.batch and i.epoch), None)
+        data = self._read_intact(latest.name) if latest else None
+        rows = checkpoint_rows(_deserialize(data, self._shown('checkpoints', latest.name + '.pt'))) if data else None
+        if rows is not None:
+            if rows and self.best_metric['name'] in rows[-1] and self._update_best(latest, rows[-1], data):
+                say(f'{shown} updated to epoch {latest.epoch}, which beats the best before it (the run that saved '
+                    f'that checkpoint stopped before updating best.pt)')
+                changed = True
+        return changed
 
     def _prune(self, saved):
         """Delete the checkpoints up to `saved` that retention does not keep, and half-written pairs.
@@ -464,6 +658,31 @@ def _plain_json(value):
     return value
 
 
+def _record_problem(record, nested=False):
+    """What is wrong with a best.json record (or its "previous"), or None."""
+    if not isinstance(record, dict):
+        return 'not a JSON object'
+    number = (int, float)
+    checks = [('epoch', lambda v: type(v) is int and v >= 0, 'an epoch number'),
+              ('metric', lambda v: isinstance(v, str), 'a metric\'s name'),
+              ('mode', lambda v: v in ('min', 'max'), '"min" or "max"'),
+              ('value', lambda v: isinstance(v, number) and not isinstance(v, bool), 'a number'),
+              ('sha256', lambda v: isinstance(v, str) and re.fullmatch('[0-9a-f]{64}', v), 'a SHA-256 digest')]
+    for key, ok, what in checks:
+        if key not in record:
+            if key == 'sha256' and not nested:
+                continue            # an older record; best.sha256 holds it
+            return f'"{key}" is missing'
+        if not ok(record[key]):
+            return f'"{key}" is {json.dumps(record[key])}, not {what}'
+    previous = record.get('previous')
+    if not nested and previous is not None:
+        problem = _record_problem(previous, nested=True)
+        if problem:
+            return f'its "previous": {problem}'
+    return None
+
+
 def _format(value):
     return '' if value is None else f'{value:.6g}'
 
@@ -490,6 +709,17 @@ def _serialize(obj, shown):
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
+
+
+def _checked(data, shown, check=None):
+    """The plain data of the checkpoint `shown` (its bytes `data`); `check(state)`: what is wrong with it
+    as a checkpoint, or None: a UsageError naming the file when something is."""
+    state = _deserialize(data, shown)
+    problem = check(state) if check is not None else None
+    if problem:
+        raise UsageError(f'{shown} was not loaded: its checksum matches, but it is not a checkpoint TorchAssistant '
+                         f'wrote ({problem}); something else wrote or changed it. Nothing in it was used')
+    return state
 
 
 def _deserialize(data, shown):

@@ -11,6 +11,9 @@ pairs (hand, framework | framework, hand | ...) in one run, reported as medians,
                torchrun --nproc_per_node=2 bench/hand_tutorial.py; whole run <= 1.05x
   5 bf16       benchmark 2 with "precision": "bf16-mixed" against a hand torch.autocast(cpu, bfloat16) loop;
                epoch time <= 1.05x
+  6 serve      (not in the default five: --only 6) `torchassistant serve` under 16 clients, batched and
+               --max-batch 1, against the bare model on the same batches (bench/serving.py); batched serve
+               >= 0.7x the bare model's examples per second
 
     python bench/run.py                  # all five on full-size Fashion-MNIST, 5 pairs each
     python bench/run.py --only 1,4 --repeats 9
@@ -236,7 +239,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-BENCHMARKS = {1: tutorial, 2: preloaded, 3: infer, 4: ddp, 5: bf16}
+# ---- 6. serve under concurrent clients (bench/serving.py) ----------------------------------------
+
+def serve(bench):
+    from bench import serving
+    serving.run(bench)
+
+
+BENCHMARKS = {1: tutorial, 2: preloaded, 3: infer, 4: ddp, 5: bf16, 6: serve}
 
 
 # ---- the run -------------------------------------------------------------------------------------

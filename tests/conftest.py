@@ -95,3 +95,54 @@ def folder_snapshot(path):
             with open(full, 'rb') as f:
                 out[os.path.relpath(full, path)] = f.read()
     return out
+
+
+# ---- one trained tutorial session, shared by the tests of export and serve -----------------------
+
+def console_lines(*argv, cwd, timeout=300):
+    """`python -m torchassistant ARGV` in a subprocess; (exit status, stdout, stderr)."""
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    done = subprocess.run([sys.executable, '-m', 'torchassistant', *map(str, argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture(scope='session')
+def shipped(tmp_path_factory):
+    """A tutorial project (`make_project`) trained 1 epoch on 320 digits: `.root`; `.spec` (its
+    inference.json) and `.classify` (the same with the Classification post-processor, raw scores kept);
+    `.images`, PNG files of its first 256 test digits (paths relative to root) and `.answers`, what
+    `infer --json` prints for each of them through `.classify`, in order (y_hat, label, probability, top)."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+    root = str(tmp_path_factory.mktemp('shipped'))
+    data = write_tiny_mnist(os.path.join(root, 'data'), train=320, test=256)
+    make_project(root, data, epochs=1)
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
+    script = ('import sys; from torchassistant.cli import main; '
+              'sys.exit(main(["init", "my_examples/mnist/training.json"]) or main(["train", "pretrained", "--quiet"]))')
+    done = subprocess.run([sys.executable, '-c', script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with gzip.open(os.path.join(SAMPLE, 't10k-images-idx3-ubyte.gz'), 'rb') as f:
+        pixels = f.read(16 + 256 * 784)[16:]
+    os.makedirs(os.path.join(root, 'digits'))
+    images = [f'digits/test_{i}.png' for i in range(256)]
+    for i, name in enumerate(images):
+        Image.frombytes('L', (28, 28), pixels[i * 784:(i + 1) * 784]).save(os.path.join(root, name))
+    with open(os.path.join(root, 'digits.txt'), 'w') as f:
+        f.write('\n'.join(images) + '\n')
+    spec = 'my_examples/mnist/inference.json'
+    with open(os.path.join(root, spec)) as f:
+        classify = dict(json.load(f), post_processor={'class': 'torchassistant.postprocessors.Classification',
+                                                      'kwargs': {'top_k': 3, 'classes': 'test_ds', 'raw': True}})
+    write_json(os.path.join(root, 'my_examples', 'mnist', 'classify.json'), classify)
+    done = subprocess.run([sys.executable, '-m', 'torchassistant', 'infer', '--json', '--from', 'digits.txt',
+                           'my_examples/mnist/classify.json'],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a['input'] for a in answers] == images
+    return SimpleNamespace(root=root, spec=spec, classify='my_examples/mnist/classify.json', images=images,
+                           answers=answers, env=env)

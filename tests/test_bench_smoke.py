@@ -62,3 +62,22 @@ def test_ddp_benchmark_runs_two_processes_on_each_side_and_prints_its_ratio(tmp_
     out = run_bench(tmp_path, '4')
     assert re.search(SUMMARY.format(name='4 ddp', measure='time'), out, re.M), out
     assert re.search(r'sanity .*val acc (\d\.\d+) / \1.*: OK', out), out
+
+
+def test_serve_benchmark_runs_both_servers_and_the_bare_model_and_prints_its_ratio(tmp_path):
+    out = run_bench(tmp_path, '6')
+    assert re.search(SUMMARY.format(name='6 serve', measure='time per example, 16 clients'), out, re.M), out
+    for side in ('batched', 'max-batch 1', 'bare', 'pipeline', 'batched, 16 per request'):
+        assert re.search(rf'^  median {re.escape(side)} +\d+ examples/s', out, re.M), out
+    assert re.search(r'ratio batched serve / bare model \(examples per second\) \d\.\d+ +target >= 0\.7', out), out
+    assert re.search(r'sanity \(hand / framework, same digits\): .*: OK', out), out
+
+
+def test_sweep_benchmark_runs_the_sweep_and_both_baselines_and_prints_its_ratios(tmp_path):
+    out = run_bench(tmp_path, '7')
+    for name in ('7 sweep / processes', '7 sweep / in-process'):
+        assert re.search(SUMMARY.format(name=re.escape(name), measure='time'), out, re.M), out
+    for side in ('processes', 'in-process', 'sweep'):
+        assert re.search(rf'^  pair 1 {side} +seconds \d+\.\d+ s', out, re.M), out
+    assert out.count('sanity (hand / framework, same seed and batches)') == 2 and ': OK' in out, out
+    assert re.search(r"^  per trial .* the sweep's own cost [+-]\d+\.\d+ s per trial", out, re.M), out

@@ -198,7 +198,7 @@ def test_the_tutorial_as_written(tmp_path):
     assert [c.split()[:2] for c in reader.checked] == [
         ['python', 'examples/mnist/prepare_data.py'], ['import', 'torchvision'], ['python', 'init.py'],
         ['pitfall:', 'python'], ['python', 'init.py'], ['python', 'train.py'], ['cat', 'pretrained/metrics/0.csv'],
-        ['python', 'evaluate.py'], ['from', 'torchvision'], ['python', 'infer.py']]
+        ['python', 'evaluate.py'], ['from', 'torchvision'], ['python', 'infer.py'], ['python', 'infer.py']]
     saved = Image.open(package / 'digit_2.png')
     assert saved.tobytes() == Image.open(os.path.join(EXAMPLE, 'digit_2.png')).tobytes(), \
         'the image the tutorial saves as digit_2.png is not the first 2 of the shipped test digits'

@@ -137,7 +137,7 @@ def export(pipeline, source, fmt, out=None, store=None, stream=None, check_examp
         written.append(path)
         print(f'wrote {path} (model "{member.name}": {shapes})\n  checked with {_CHECKED_WITH[fmt]} against the '
               f'pipeline on {described}: max abs diff {difference:.3g} (tolerance {TOLERANCE[fmt]:g})', file=stream)
-    if len(found) > 1:
+    if len(found) > 1 and written:
         print(f'note: pipeline "{pipeline.name}" runs {len(found)} models ({", ".join(m.name for m in found)}); '
               f'each is a file of its own: which output feeds which model is in the spec, not in the files, '
               f'so a program that loads them runs them in that order itself', file=stream)
@@ -166,17 +166,19 @@ def _destinations(found, suffix, out):
         if len(found) > 1:
             raise UsageError(f'--out {out} names one file, but the pipeline runs {len(found)} models '
                              f'({", ".join(names)}); give a folder for their {len(found)} files')
-        folder = os.path.dirname(out) or '.'
-        if not os.path.isdir(folder):
-            raise UsageError(f'--out {out}: folder "{folder}" does not exist')
+        _folder(os.path.dirname(out) or '.', out)
         return {found[0].name: out}
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f'--out {out} is a file that does not end in {suffix}; give a {suffix} file or a folder')
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f'--out {out}: cannot create that folder ({e.strerror})') from None
+    _folder(out, out)
     return {name: os.path.join(out, file) for name, file in names.items()}
+
+
+def _folder(path, out):
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f'--out {out}: cannot create the folder {path} ({atomic.describe(e)})') from None
 
 
 def _write(path, data):
@@ -391,18 +393,17 @@ _CHECKED_WITH = {'safetensors': 'a copy of the model loaded from it', 'torch-exp
 
 @contextlib.contextmanager
 def _quiet():
-    """torch.export and torch.onnx print progress and warnings; the export's own lines say what matters."""
-    loggers = [logging.getLogger(name) for name in ('torch', 'torch.onnx', 'torch.export', 'onnxscript')]
-    levels = [logger.level for logger in loggers]
+    """torch.export and torch.onnx print progress, warnings and, on failure, whole graphs (on stdout,
+    stderr and through logging); the export's own lines say what matters."""
+    disabled = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
-        for logger in loggers:
-            logger.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter('ignore')
             yield
     finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        logging.disable(disabled)
 
 
 # ---- checking an export against the pipeline -----------------------------------------------------
@@ -492,21 +493,36 @@ _DATA_DEPENDENT = ('GuardOnDataDependentSymNode', 'data-dependent', 'data depend
 def _untraceable(member, exporter, e):
     """One paragraph: the model, what failed, torch's reason shortened, the line it points at, a hint."""
     text = f'model "{member.name}" ({member.where}) cannot be exported with {exporter}: {_reason(e)}'
-    if any(mark in f'{type(e).__name__} {e}' for mark in _DATA_DEPENDENT):
+    said = ' '.join(f'{type(c).__name__} {c}' for c in _causes(e))
+    if any(mark in said for mark in _DATA_DEPENDENT):
         text += ('. Its code branches on the values of its tensors (a loop or an "if" on data, such as decoding '
-                 'until every sequence has ended), which one traced graph cannot hold; the safetensors format '
-                 'exports its weights, or the loop can be written with torch.cond or a fixed number of steps')
-    return text
+                 'until every sequence has ended), which one traced graph cannot hold; the loop can be written '
+                 'with torch.cond or a fixed number of steps')
+    elif 'FakeTensor' in said:
+        text += ('. It uses values computed from its inputs\' data as sizes or Python numbers (e.g. sequence '
+                 'lengths for pack_padded_sequence), which tracing does not know')
+    return text + '. The safetensors format exports its weights whatever its code does (--debug shows torch\'s ' \
+                  'whole message)'
+
+
+def _causes(e):
+    """`e` and the exceptions it was raised from (torch.onnx wraps torch.export's error)."""
+    chain = [e]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    return chain
 
 
 def _reason(e):
-    """The exception's type and first line, and the line of code torch (or the traceback) points at."""
-    said = str(e).strip()
+    """The first line of the innermost exception, and the line of code torch (or the traceback) points at."""
+    causes = _causes(e)
+    root = causes[-1]
+    said = re.sub(r'\x1b\[[0-9;]*m', '', str(root)).strip()
     first = next((line.strip() for line in said.splitlines() if line.strip()), '')
     if len(first) > 240:
         first = first[:237] + '...'
-    where = _raised_at(said) or _user_line(e)
-    return f'{type(e).__name__}: {first}' + (f' (at {where})' if where else '') + ' [--debug shows the whole error]'
+    where = next(filter(None, (_raised_at(str(c)) or _user_line(c) for c in reversed(causes))), None)
+    return f'{type(root).__name__}: {first}' + (f' (at {where})' if where else '')
 
 
 def _raised_at(said):

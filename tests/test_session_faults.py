@@ -356,3 +356,77 @@ def test_a_fallback_to_an_older_checkpoint_is_announced_and_status_marks_the_dam
     assert 'epoch_0, epoch_1 (damaged: its checksum does not match; not used)' in out, out
     code, out, err = run('status', 'pretrained', '--json', cwd=copy)
     assert json.loads(out)['damaged'] == ['epoch_1']
+
+
+# ---- the trust model: what a session's spec runs, and a spec changed since init ------------------
+
+PLANTED = '''\
+import os
+
+open("IMPORTED", "w").close()             # what importing this module does
+
+
+def Model():
+    return None
+'''
+
+
+def plant(root):
+    """Edit the session's spec.json to build its model with planted.Model, a module next to it."""
+    with open(os.path.join(root, 'planted.py'), 'w') as f:
+        f.write(PLANTED)
+    path = session_file(root, 'spec.json')
+    with open(path) as f:
+        spec = json.load(f)
+    next(d for d in spec['initialize']['definitions'] if d['name'] == 'LeNet5')['spec']['class'] = 'planted.Model'
+    write_json(path, spec)
+
+
+def test_status_lists_what_the_spec_imports_without_importing_it(copy):
+    plant(copy)
+    code, out, err = run('status', 'pretrained', cwd=copy)
+    assert code == 0, out + err
+    assert 'Code the spec runs (each is imported and called when the session is opened' in out
+    assert 'planted.Model' in out and 'initialize.definitions[5] "LeNet5" spec.class' in out, out
+    assert 'torch.optim.Adam' in out and 'torchassistant.stop_conditions.EpochsCompleted' in out
+    assert 'modules: torchvision.datasets, my_examples.mnist, planted, torch.optim' in out, out
+    assert 'spec: CHANGED since init: spec.json; train, evaluate and infer refuse it until it is accepted with: ' \
+           'python -m torchassistant trust pretrained' in out, out
+    code, out, err = run('status', 'pretrained', '--json', cwd=copy)
+    found = json.loads(out)
+    assert {'name': 'planted.Model', 'where': 'initialize.definitions[5] "LeNet5" spec.class'} in found['code']
+    assert found['spec_changed'] == ['spec.json']
+    assert not os.path.exists(os.path.join(copy, 'IMPORTED')), 'status imported the module it lists'
+
+
+def test_a_spec_changed_since_init_is_refused_until_trusted(copy):
+    plant(copy)
+    before = folder_snapshot(os.path.join(copy, 'pretrained'))
+    for argv in (('train', 'pretrained'), ('evaluate', EVALUATE), ('infer', *INFER)):
+        code, out, err = run(*argv, cwd=copy)
+        assert code == 2 and TRACEBACK not in err, (argv, out + err)
+        assert 'session "pretrained": pretrained/spec.json changed since init recorded it. The spec decides which ' \
+               'code runs when the session is opened' in err, err
+        assert 'python -m torchassistant status pretrained' in err and \
+               'accept it with: python -m torchassistant trust pretrained' in err, err
+    assert not os.path.exists(os.path.join(copy, 'IMPORTED')), 'nothing of the changed spec ran'
+    assert folder_snapshot(os.path.join(copy, 'pretrained')) == before
+
+    code, out, err = run('trust', 'pretrained', cwd=copy)
+    assert code == 0, out + err
+    assert 'planted.Model' in out and 'spec: changed since recorded: spec.json; accepted as it is now' in out, out
+    assert not os.path.exists(os.path.join(copy, 'IMPORTED')), 'trust lists, it does not import'
+    code, out, err = run('evaluate', EVALUATE, cwd=copy)
+    assert 'changed since init' not in err and os.path.exists(os.path.join(copy, 'IMPORTED')), out + err
+
+
+def test_a_session_without_a_spec_digest_is_opened_with_a_notice(copy):
+    path = session_file(copy, 'session.json')
+    with open(path) as f:
+        meta = json.load(f)
+    assert set(meta['spec_sha256']) == {'spec.json'}, meta
+    write_json(path, {k: v for k, v in meta.items() if k != 'spec_sha256'})
+    code, out, err = run('evaluate', EVALUATE, cwd=copy)
+    assert code == 0, out + err
+    assert 'notice: session "pretrained" records no digest of its spec (made before they were recorded); record ' \
+           'one with: python -m torchassistant trust pretrained' in err, err

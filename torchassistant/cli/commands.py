@@ -189,6 +189,9 @@ def open_session(session_dir, spec_document=None, options=None, world=None, only
         if not os.path.exists(session_dir):
             raise missing_session(spec_document, session_dir) from None
         raise UsageError(f'{spec_document.describe(("session_dir",))}: ', *e.parts) from None
+    if store.require_unchanged_spec() is None:      # the spec decides what code runs: not changed unasked
+        notice(f'session "{store.path}" records no digest of its spec (made before they were recorded); record one '
+               f'with: {command_hint("trust", store.path)}')
     document = loader.load_file(store.spec_file())
     if store.overrides('init'):
         document = spec_overrides.apply_overrides(document, store.overrides('init'))
@@ -508,6 +511,21 @@ def status(session_dir, as_json=False, stream=None):
     from torchassistant.report import status as session_status
     report = session_status.read(session_dir)
     print(session_status.to_json(report) if as_json else session_status.describe(report, hints.prefix_of), file=stream)
+    return report
+
+
+def trust(session_dir, stream=None):
+    """Show what code the session's spec runs and accept its spec files as they are now: train,
+    evaluate and infer then use it again (reads the spec only, runs no user code); returns the status."""
+    from torchassistant.report import status as session_status
+    report = session_status.read(session_dir)
+    store = SessionStore.open(session_dir)
+    lines = session_status.describe_code(report, hints.prefix_of)[:-1]
+    was = 'no digest recorded' if report.spec_changed is None else \
+        f'changed since recorded: {", ".join(report.spec_changed)}' if report.spec_changed else 'unchanged'
+    store.accept_spec()
+    lines.append(f'  spec: {was}; accepted as it is now (recorded in {os.path.join(store.path, "session.json")})')
+    print('\n'.join(lines), file=stream)
     return report
 
 

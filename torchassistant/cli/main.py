@@ -152,6 +152,11 @@ def _plot(parser):
         else _commands().plot(a.session_dir, a.out)
 
 
+def _trust(parser):
+    parser.add_argument('session_dir', help='session folder')
+    return lambda a: _commands().trust(a.session_dir)
+
+
 def _deploy():
     from torchassistant.cli import deploy  # imports torch: only when a command runs
     return deploy
@@ -225,6 +230,9 @@ _ARGUMENTS = {
                       '(no optimizer step); writes nothing.', ['examples/mnist/training.json']),
     'status': (_status, 'Where a session stands: stage, epoch, last and best metrics, checkpoints, '
                         'whether it is complete or training now. Reads only.', ['pretrained']),
+    'trust': (_trust, 'Show the modules and callables a session\'s spec imports and calls (importing nothing), and '
+                      'accept its spec as it is now: train, evaluate and infer refuse a spec changed since init '
+                      'until then.', ['pretrained']),
     'plot': (_plot, 'Draw learning curves as PNG files, one per stage.', ['pretrained', 'pretrained --out curves']),
     'export': (_export, 'Export the inference pipeline\'s models as safetensors, torch.export (.pt2) or ONNX, '
                         'each checked against the pipeline before it is written.',

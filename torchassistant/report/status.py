@@ -21,7 +21,7 @@ from torchassistant.report.progress import format_metrics
 from torchassistant.session import checkpoint
 from torchassistant.session import lock as session_lock
 from torchassistant.session.store import SessionStore
-from torchassistant.spec import loader
+from torchassistant.spec import loader, trust
 from torchassistant.spec import overrides as spec_overrides
 from torchassistant.spec.rules import best_epoch, best_metric_mode, lower_is_better
 
@@ -53,6 +53,9 @@ class SessionStatus:
     trial: Optional[dict] = None    # a sweep's trial: {"sweep", "number", "state", "epoch", "reason", ...}
     damaged: list = field(default_factory=list)     # checkpoints kept whose checksum does not match (not used)
     problems: list = field(default_factory=list)    # other damaged session files, in words (best.json, best.pt)
+    code: list = field(default_factory=list)        # [{"name", "where"}]: each class and function the spec names
+    modules: list = field(default_factory=list)     # the modules importing them loads (none imported to list them)
+    spec_changed: Optional[list] = None    # spec files changed since init recorded them ([]: none; None: no record)
 
 
 def read(session_dir):
@@ -79,7 +82,7 @@ def read(session_dir):
                          len(train['stages']), complete, stages,
                          [i.name for i in store.checkpoint_ids()], best, training_lock(store.path),
                          overrides, store.read_record('trial.json'), store.damaged_checkpoints(),
-                         [best_problem] if best_problem else [])
+                         [best_problem] if best_problem else [], *code_of(spec), store.spec_changes())
 
 
 def _stage(index, rows, next_stage, best_metric, pipelines=1):
@@ -105,6 +108,32 @@ def _trial(trial):
     elif trial.get('value') is not None:
         said += f', {trial.get("metric")} {trial["value"]:.4f}'
     return said
+
+
+def code_of(spec):
+    """([{"name", "where"}], [modules]): what opening a session with `spec` imports and calls, read from the
+    spec (spec.trust), importing nothing."""
+    named = trust.names(spec)
+    return [{'name': n.qualified, 'where': loader.format_path(n.where, spec)} for n in named], trust.modules(named)
+
+
+def describe_code(status, prefix_of=None):
+    """Lines saying what code the session's spec runs, and whether it changed since init."""
+    lines = ['Code the spec runs (each is imported and called when the session is opened; listed here without '
+             'importing anything):']
+    width = max((len(c['name']) for c in status.code), default=0)
+    lines += [f'  {c["name"]:<{width}}  {c["where"]}' for c in status.code]
+    lines.append(f'  modules: {", ".join(status.modules) or "none"} (looked for in the folder the command runs in '
+                 f'first, then in the installed packages)')
+    if status.spec_changed is None:
+        lines.append('  spec: no digest recorded (a session made before they were); '
+                     f'{Hint("trust", status.path).render(prefix_of)} records one')
+    elif status.spec_changed:
+        lines.append(f'  spec: CHANGED since init: {", ".join(status.spec_changed)}; train, evaluate and infer refuse '
+                     f'it until it is accepted with: {Hint("trust", status.path).render(prefix_of)}')
+    else:
+        lines.append('  spec: unchanged since init')
+    return lines
 
 
 def training_lock(session_dir):
@@ -144,7 +173,7 @@ def describe(status, prefix_of=None):
         best = status.best_checkpoint
         lines.append(f'  best.pt: epoch {best["epoch"]} ({best["metric"]} {best["value"]:.4f}, '
                      f'{"lowest" if best["mode"] == "min" else "highest"})')
-    return '\n'.join(lines)
+    return '\n'.join(lines + describe_code(status, prefix_of))
 
 
 def _overall(status, prefix_of=None):

@@ -114,8 +114,6 @@ class SessionStore:
         try:
             store = cls(staging)
             store.shown = path
-            atomic.write(os.path.join(staging, 'session.json'),
-                         json.dumps({'format': FORMAT, 'torchassistant': version}, indent=2).encode())
             atomic.write(os.path.join(staging, spec_name), spec_text.encode())
             for name, data in (records or {}).items():
                 store.write_record(name, data)
@@ -127,6 +125,7 @@ class SessionStore:
             os.makedirs(os.path.join(staging, 'checkpoints'))
             os.makedirs(os.path.join(staging, 'metrics'))
             store.save_checkpoint(0, checkpoint_state)
+            store._write_meta({'format': FORMAT, 'torchassistant': version, SPEC_DIGESTS: store.spec_digests()})
             if os.path.exists(path):
                 cls._replace(path, staging, parent)
             else:
@@ -624,13 +623,69 @@ class SessionStore:
 
     # ---- small JSON records: overrides.json (the --set arguments), trial.json (a sweep's trial) --------
     def write_record(self, name, data):
-        """Write SESSION/<name> (one of RECORDS) as JSON; standard JSON only (NaN and inf as null)."""
+        """Write SESSION/<name> (one of RECORDS) as JSON; standard JSON only (NaN and inf as null). One of
+        SPEC_FILES (overrides.json, written by init and train --set) gets its digest recorded too."""
         assert name in RECORDS, name
         text = json.dumps(_plain_json(data), indent=4, allow_nan=False) + '\n'
         try:
             atomic.write(os.path.join(self.path, name), text.encode())
         except OSError as e:
             raise WriteError(f'could not write {self._shown(name)}: {_os_error(e)}') from e
+        meta_file = os.path.join(self.path, 'session.json')
+        if name in SPEC_FILES and os.path.isfile(meta_file):
+            meta = self._meta(self.path)
+            if isinstance(meta.get(SPEC_DIGESTS), dict):
+                self._write_meta({**meta, SPEC_DIGESTS: {**meta[SPEC_DIGESTS], name: _digest(text.encode()).decode()}})
+
+    # ---- the spec, and what it makes run -------------------------------------------------------
+    def spec_digests(self):
+        """{file: SHA-256} of the SPEC_FILES present: what decides which code opening the session runs."""
+        found = {}
+        for name in SPEC_FILES:
+            try:
+                with open(os.path.join(self.path, name), 'rb') as f:
+                    found[name] = _digest(f.read()).decode()
+            except FileNotFoundError:
+                pass
+        return found
+
+    def spec_changes(self):
+        """The SPEC_FILES that differ from what init (or the last `torchassistant trust`) recorded, by
+        name, added or removed ([] when none); None for a session made before digests were recorded."""
+        recorded = self._meta(self.path).get(SPEC_DIGESTS)
+        if recorded is None:
+            return None
+        if not isinstance(recorded, dict):
+            raise UsageError(f'{self._shown("session.json")} is damaged ("{SPEC_DIGESTS}" is not {{file: digest}})')
+        now = self.spec_digests()
+        return [name for name in SPEC_FILES if recorded.get(name) != now.get(name)]
+
+    def require_unchanged_spec(self):
+        """UsageError when the spec files changed since they were recorded: opening the session would run
+        code nobody accepted. [] when unchanged, None when no digest was recorded (an older session)."""
+        changed = self.spec_changes()
+        if changed:
+            files = ', '.join(self._shown(name) + ('' if os.path.exists(os.path.join(self.path, name))
+                                                   else ' (removed)') for name in changed)
+            them = 'it' if len(changed) == 1 else 'them'
+            raise UsageError(f'session "{self.shown}": {files} changed since init recorded {them}. The spec decides '
+                             f'which code runs when the session is opened (every class and function it names is '
+                             f'imported and called), so a changed spec is not used unasked. See what it imports '
+                             f'now with: ', Hint('status', self.shown), ' ; if you made the change and trust it, '
+                             'accept it with: ', Hint('trust', self.shown))
+        return changed
+
+    def accept_spec(self):
+        """Record the spec files as they are now (`torchassistant trust`); the digests recorded."""
+        digests = self.spec_digests()
+        self._write_meta({**self._meta(self.path), SPEC_DIGESTS: digests})
+        return digests
+
+    def _write_meta(self, meta):
+        try:
+            atomic.write(os.path.join(self.path, 'session.json'), json.dumps(meta, indent=2).encode())
+        except OSError as e:
+            raise WriteError(f'could not write {self._shown("session.json")}: {_os_error(e)}') from e
 
     def read_record(self, name, default=None):
         """SESSION/<name> as data; `default` when absent. A damaged record is an error naming it."""
@@ -646,6 +701,8 @@ class SessionStore:
 
 
 RECORDS = ('overrides.json', 'trial.json', 'mlflow.json')
+SPEC_FILES = (SPEC, SPEC_YAML, EXPANDED, 'overrides.json')    # what decides the code opening a session runs
+SPEC_DIGESTS = 'spec_sha256'        # session.json: {file: SHA-256} of SPEC_FILES, recorded by init
 
 
 def _plain_json(value):

@@ -234,3 +234,13 @@ def test_mlflow_logger_records_sessions_and_a_sweeps_trials_as_runs(workdir):
     cli('sweep', sweep_spec(workdir, trials=2), env=env, cwd=workdir)
     trials = client.search_runs([client.get_experiment_by_name('sweep s').experiment_id])
     assert len(trials) == 2 and all(r.info.status == 'FINISHED' for r in trials)
+
+
+def test_jobs_run_trials_in_several_processes_with_no_trial_lost_or_doubled(workdir):
+    out = cli('sweep', sweep_spec(workdir, trials=4), '--jobs', '2', cwd=workdir).stdout
+    trials = study_trials(workdir)
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3] and all(t.state.name == 'COMPLETE' for t in trials), out
+    assert len({t.user_attrs['worker']['pid'] for t in trials}) == 2, 'both worker processes ran trials'
+    values = [t.params['optimizer.spec.kwargs.lr'] for t in trials]
+    assert len(set(values)) == 4, 'with a seed, the workers still draw different values'
+    assert len([line for line in out.splitlines() if line.startswith('trial ')]) == 4

@@ -14,6 +14,9 @@ pairs (hand, framework | framework, hand | ...) in one run, reported as medians,
   6 serve      (not in the default five: --only 6) `torchassistant serve` under 16 clients, batched and
                --max-batch 1, against the bare model on the same batches (bench/serving.py); batched serve
                >= 0.7x the bare model's examples per second
+  7 sweep      (not in the default five: --only 7) `torchassistant sweep` of N grid trials against the same
+               trials as "init --set ... && train" processes and as commands.init + commands.train in one
+               process (bench/sweeping.py); whole time <= 1.05x the processes (the in-process ratio shown)
 
     python bench/run.py                  # all five on full-size Fashion-MNIST, 5 pairs each
     python bench/run.py --only 1,4 --repeats 9
@@ -246,7 +249,14 @@ def serve(bench):
     serving.run(bench)
 
 
-BENCHMARKS = {1: tutorial, 2: preloaded, 3: infer, 4: ddp, 5: bf16, 6: serve}
+# ---- 7. a sweep against its trials run by hand (bench/sweeping.py) -------------------------------
+
+def sweep(bench):
+    from bench import sweeping
+    sweeping.run(bench)
+
+
+BENCHMARKS = {1: tutorial, 2: preloaded, 3: infer, 4: ddp, 5: bf16, 6: serve, 7: sweep}
 
 
 # ---- the run -------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ setup(
                     'serve': SERVE,
                     'mlflow': MLFLOW,           # the "mlflow" logger
                     'postgres': POSTGRES,       # sweeps that share a PostgreSQL study
-                    'test': ['pytest', 'hypothesis', 'tensorboard', 'schemathesis>=4.0', 'ruff', 'mypy', 'types-PyYAML']
+                    'test': ['pytest', 'pytest-xdist', 'hypothesis', 'tensorboard', 'schemathesis>=4.0', 'ruff', 'mypy',
+                             'types-PyYAML']
                     + EXPORT + SERVE + MLFLOW + POSTGRES},
     entry_points={'console_scripts': ['torchassistant = torchassistant.cli:main']},
 )

@@ -18,8 +18,8 @@ against running the same trials' train commands one after another, ratio <= 1.05
 pays an interpreter start and torch's imports twice per trial, which the sweep does not, so against it
 the sweep looks cheaper than it is. The in-process side does exactly the sweep's training work without
 Optuna, its study and its checks, so sweep / in-process is the sweep's own cost: it is printed, with
-where the time goes per trial, and not judged (its fixed part, importing Optuna and SQLAlchemy and
-creating the study, is about 2 s on the project's VM whatever the number of trials).
+where the time goes per trial (inside the trials and outside them: importing Optuna and SQLAlchemy,
+creating the study, the table), and not judged.
 Target: sweep <= 1.05 x the processes side, whole time.
 
 Data: the tutorial's spec (examples/mnist/training.json: LeNet5, the PIL collator, 2 loader workers,

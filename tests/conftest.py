@@ -3,9 +3,9 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import sys
 
+import forked
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,7 +82,7 @@ def write_json(path, data):
 def run_script(script, *args, cwd, timeout=300, **kwargs):
     """Run one of the root scripts in a subprocess, as a user would; output is not a terminal."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    return subprocess.run([sys.executable, os.path.join(REPO, script), *map(str, args)], cwd=cwd, env=env,
+    return forked.run([sys.executable, os.path.join(REPO, script), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
@@ -102,7 +102,7 @@ def folder_snapshot(path):
 def console_lines(*argv, cwd, timeout=300):
     """`python -m torchassistant ARGV` in a subprocess; (exit status, stdout, stderr)."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    done = subprocess.run([sys.executable, '-m', 'torchassistant', *map(str, argv)], cwd=cwd, env=env,
+    done = forked.run([sys.executable, '-m', 'torchassistant', *map(str, argv)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     return done.returncode, done.stdout, done.stderr
 
@@ -122,7 +122,7 @@ def shipped(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
     script = ('import sys; from torchassistant.cli import main; '
               'sys.exit(main(["init", "my_examples/mnist/training.json"]) or main(["train", "pretrained", "--quiet"]))')
-    done = subprocess.run([sys.executable, '-c', script], cwd=root, env=env, capture_output=True, text=True,
+    done = forked.run([sys.executable, '-c', script], cwd=root, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     with gzip.open(os.path.join(SAMPLE, 't10k-images-idx3-ubyte.gz'), 'rb') as f:
@@ -138,7 +138,7 @@ def shipped(tmp_path_factory):
         classify = dict(json.load(f), post_processor={'class': 'torchassistant.postprocessors.Classification',
                                                       'kwargs': {'top_k': 3, 'classes': 'test_ds', 'raw': True}})
     write_json(os.path.join(root, 'my_examples', 'mnist', 'classify.json'), classify)
-    done = subprocess.run([sys.executable, '-m', 'torchassistant', 'infer', '--json', '--from', 'digits.txt',
+    done = forked.run([sys.executable, '-m', 'torchassistant', 'infer', '--json', '--from', 'digits.txt',
                            'my_examples/mnist/classify.json'],
                           cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

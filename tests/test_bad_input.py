@@ -12,11 +12,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import forked
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -811,7 +811,7 @@ def test_input_converter_that_raises(workdir, session, capsys):
 # ---- the real scripts behave as the in-process calls ----------------------------------------------
 
 def run_script(script, args):
-    result = subprocess.run([sys.executable, str(REPO / script)] + args, capture_output=True, text=True,
+    result = forked.run([sys.executable, str(REPO / script)] + args, capture_output=True, text=True,
                             timeout=120, env={**os.environ, 'PYTHONDONTWRITEBYTECODE': '1'})
     return result.returncode, result.stdout, result.stderr
 

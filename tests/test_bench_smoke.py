@@ -5,9 +5,9 @@ is printed: timings are never asserted (on a few dozen batches they mean nothing
 """
 import os
 import re
-import subprocess
 import sys
 
+import forked
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -19,7 +19,7 @@ SUMMARY = r'^  {name} +{measure} +ratio +\d+\.\d+ +target <= [\d.]+ +(PASS|FAIL)
 
 def run_bench(tmp_path, only, *options):
     env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')}
-    result = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'run.py'), '--quick', '--only', only,
+    result = forked.run([sys.executable, os.path.join(REPO, 'bench', 'run.py'), '--quick', '--only', only,
                              '--threads', '1', '--data-root', str(tmp_path / 'data'), *options],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
@@ -51,7 +51,7 @@ def test_the_gpu_benchmarks_run_their_amp_code_on_the_cpu_and_skip_cleanly_witho
     import torch
     if torch.cuda.is_available():
         return
-    result = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'run.py'), '--device', 'cuda'],
+    result = forked.run([sys.executable, os.path.join(REPO, 'bench', 'run.py'), '--device', 'cuda'],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 5 and not result.stdout, result
     assert result.stderr.startswith('skipped: --device cuda: this machine has no CUDA device'), result.stderr

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import forked
 import pytest
 from conftest import REPO, make_project, run_script, tutorial_spec, write_json
 
@@ -26,7 +27,7 @@ METRIC_ROW = r'\[acc \d\.\d{4}, loss \d+\.\d{4}, val acc \d\.\d{4}, val loss \d+
 def console(*args, cwd, timeout=300, **kwargs):
     """`python -m torchassistant ARGS` in a subprocess, as a user runs it (output is not a terminal)."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    return subprocess.run([sys.executable, '-m', 'torchassistant', *map(str, args)], cwd=cwd, env=env,
+    return forked.run([sys.executable, '-m', 'torchassistant', *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
@@ -152,7 +153,7 @@ def test_schema_into_a_closed_pipe_exits_quietly(argv, tmp_path):
     os.close(read_end)           # the reader is gone before anything is written
     env = dict(os.environ, PYTHONPATH=REPO)
     try:
-        result = subprocess.run([sys.executable, *argv], stdout=write_end, stderr=subprocess.PIPE, text=True,
+        result = forked.run([sys.executable, *argv], stdout=write_end, stderr=subprocess.PIPE, text=True,
                                 cwd=tmp_path, env=env, timeout=120)
     finally:
         os.close(write_end)
@@ -204,10 +205,10 @@ def test_installed_console_command_works_from_another_folder(trained, tmp_path):
     executable = shutil.which('torchassistant')
     if executable is None:
         pytest.skip('the package is not installed (pip install -e .), so there is no torchassistant command')
-    result = subprocess.run([executable, '--version'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = forked.run([executable, '--version'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == f'torchassistant {torchassistant.version}'
     session = os.path.join(trained[0], 'pretrained')
-    result = subprocess.run([executable, 'status', session], cwd=tmp_path, capture_output=True, text=True,
+    result = forked.run([executable, 'status', session], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert f'Session "{session}"' in result.stdout

@@ -17,6 +17,7 @@ import threading
 import time
 from types import SimpleNamespace
 
+import forked
 import pytest
 import torch
 import torch.multiprocessing
@@ -331,7 +332,7 @@ def torchrun(project, *args, launch=(), **environ):
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={_free_port()}',
                *launch, os.path.join(REPO, 'train.py'), *args]
     env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCH_VARIABLES}
-    process = subprocess.Popen(command, cwd=project, env=dict(env, PYTHONPATH=REPO, **environ), stdout=log,
+    process = forked.Popen(command, cwd=project, env=dict(env, PYTHONPATH=REPO, **environ), stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     process.log = log
     return process

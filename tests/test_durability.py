@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import forked
 import numpy
 import pytest
 import torch
@@ -47,7 +48,7 @@ def copy(template, tmp_path):
 def start_training(project, session='pretrained'):
     """train.py in the background, in its own process group; its output goes to a file."""
     log = open(project / f'train-{time.monotonic_ns()}.log', 'w+')
-    process = subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), session], cwd=project,
+    process = forked.Popen([sys.executable, os.path.join(REPO, 'train.py'), session], cwd=project,
                                env=dict(os.environ, PYTHONPATH=REPO), stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     process.log = log
@@ -270,7 +271,7 @@ def write_lock(store, **fields):
 
 
 def dead_pid():
-    process = subprocess.Popen([sys.executable, '-c', 'pass'])
+    process = forked.Popen([sys.executable, '-c', 'pass'])
     process.wait()
     return process.pid
 

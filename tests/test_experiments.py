@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import forked
 import pytest
 import torch
 from conftest import REPO, make_project, write_json
@@ -19,7 +20,7 @@ SPEC = 'my_examples/mnist/training.json'
 def cli(*args, cwd, timeout=300, check=True, env=None):
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1',
                **(env or {}))
-    done = subprocess.run([sys.executable, '-m', 'torchassistant', *map(str, args)], cwd=cwd, env=env,
+    done = forked.run([sys.executable, '-m', 'torchassistant', *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check:
         assert done.returncode == 0, done.stderr + done.stdout
@@ -179,7 +180,7 @@ def test_kill_9_during_a_trial_then_the_same_command_resumes_it(workdir):
     write_json(workdir / SPEC, spec)
     name = sweep_spec(workdir, trials=2)
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
-    process = subprocess.Popen([sys.executable, '-m', 'torchassistant', 'sweep', name], cwd=workdir, env=env,
+    process = forked.Popen([sys.executable, '-m', 'torchassistant', 'sweep', name], cwd=workdir, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     checkpoint = workdir / 'sweeps/s/trials/0000/checkpoints/epoch_1.pt'
     deadline = time.monotonic() + 120

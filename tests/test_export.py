@@ -7,9 +7,9 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 
+import forked
 import numpy
 import pytest
 import torch
@@ -39,7 +39,7 @@ DIFF = re.compile(r'checked with (.+) against the pipeline on (\d+) examples .*:
 def commands(root, *argvs, env=None):
     """[(exit status, stdout, stderr)] of `torchassistant ARGV` for each argv, run in order in one process."""
     env = dict(env or os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''), OMP_NUM_THREADS='1')
-    done = subprocess.run([sys.executable, '-c', RUNNER, json.dumps([list(map(str, a)) for a in argvs])], cwd=root,
+    done = forked.run([sys.executable, '-c', RUNNER, json.dumps([list(map(str, a)) for a in argvs])], cwd=root,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zlib
 
+import forked
 import pytest
 from conftest import REPO, make_project, write_json
 from test_console import console, ok
@@ -82,7 +83,7 @@ def closed_after(lines, *args, cwd):
     """Run the console command with its stdout read for `lines` lines and then closed (as `| head`
     does); (exit status, stderr)."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    process = subprocess.Popen([sys.executable, '-m', 'torchassistant', *args], cwd=cwd, env=env,
+    process = forked.Popen([sys.executable, '-m', 'torchassistant', *args], cwd=cwd, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(lines):
         process.stdout.readline()
@@ -128,11 +129,11 @@ def test_an_image_larger_than_the_limit_is_refused_as_it_is_opened(project, tmp_
     assert 'TORCHASSISTANT_MAX_IMAGE_PIXELS=N' in result.stderr
 
     limited = dict(os.environ, PYTHONPATH=REPO, TORCHASSISTANT_MAX_IMAGE_PIXELS='500')
-    small = subprocess.run([sys.executable, '-m', 'torchassistant', 'infer', SPEC, DIGIT], cwd=project, env=limited,
+    small = forked.run([sys.executable, '-m', 'torchassistant', 'infer', SPEC, DIGIT], cwd=project, env=limited,
                            capture_output=True, text=True, timeout=300)
     assert small.returncode == 2 and 'an image of 784 pixels, more than the limit of 500' in small.stderr, small.stderr
     limited['TORCHASSISTANT_MAX_IMAGE_PIXELS'] = '800'
-    ok(subprocess.run([sys.executable, '-m', 'torchassistant', 'infer', SPEC, DIGIT], cwd=project, env=limited,
+    ok(forked.run([sys.executable, '-m', 'torchassistant', 'infer', SPEC, DIGIT], cwd=project, env=limited,
                       capture_output=True, text=True, timeout=300))
 
 
@@ -144,7 +145,7 @@ def test_infer_from_a_binary_file_is_a_usage_error_naming_it(project):
     assert result.stderr.startswith(f'error: --from {DIGIT}: it is not text (byte 0x89 is not UTF-8); --from takes a '
                                     f'text file with one input per line'), result.stderr
     with open(os.path.join(project, DIGIT), 'rb') as f:
-        piped = subprocess.run([sys.executable, '-m', 'torchassistant', 'infer', '--from', '-', SPEC], cwd=project,
+        piped = forked.run([sys.executable, '-m', 'torchassistant', 'infer', '--from', '-', SPEC], cwd=project,
                                env=dict(os.environ, PYTHONPATH=REPO), input=f.read(), capture_output=True, timeout=300)
     assert piped.returncode == 2 and b'error: --from <stdin>: it is not text' in piped.stderr, piped.stderr
 
@@ -159,7 +160,7 @@ def test_a_hint_naming_a_session_with_a_space_and_a_quote_pastes_into_a_shell(pr
     hint = said.rsplit('Start training with: ', 1)[1].strip()
     argv = shlex.split(hint)
     assert argv[-2:] == ['train', "Bob's first run"], hint
-    pasted = subprocess.run(hint + ' --quiet', shell=True, cwd=project, capture_output=True, text=True, timeout=300,
+    pasted = forked.run(hint + ' --quiet', shell=True, cwd=project, capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, PYTHONPATH=REPO, PATH=os.path.dirname(sys.executable) + os.pathsep
                                      + os.environ.get('PATH', '')))
     assert pasted.returncode == 0 and 'Training finished' in pasted.stdout, pasted.stdout + pasted.stderr

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+import forked
 import pytest
 from conftest import REPO, make_project, write_json
 from test_console import console, ok
@@ -115,7 +116,7 @@ def test_from_file_runs_in_batches_of_the_loader_batch_size(project, tmp_path):
 def test_from_stdin_streams_each_batch_as_it_finishes(project):
     """The first batch's results arrive while its input is still open: results are not held back."""
     env = dict(os.environ, PYTHONPATH=REPO)
-    process = subprocess.Popen([sys.executable, '-m', 'torchassistant', 'infer', '--json', '--from', '-', 'small.json'],
+    process = forked.Popen([sys.executable, '-m', 'torchassistant', 'infer', '--json', '--from', '-', 'small.json'],
                                cwd=project, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     lines = queue.Queue()

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import forked
 import pytest
 import torch
 from conftest import REPO, tutorial_spec, write_json
@@ -48,7 +49,7 @@ class Run:
         self.log = project / f'run-{number}.log'
         env = dict(os.environ, PYTHONPATH=REPO)
         with open(self.log, 'w') as log:
-            self.process = subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), session], cwd=project,
+            self.process = forked.Popen([sys.executable, os.path.join(REPO, 'train.py'), session], cwd=project,
                                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.temporaries = set()         # temporary checkpoint files seen so far
         self.checksums = set(self.names('.sha256'))
@@ -109,7 +110,7 @@ def checkpoint_files(session):
 def test_kill_9_at_random_moments_resumes_bit_identical(project, tiny_mnist, num_workers, kills):
     started = time.monotonic()
     write_json(project / 'training.json', harness_spec(tiny_mnist, num_workers, 'killed'))
-    init = subprocess.run([sys.executable, os.path.join(REPO, 'init.py'), 'training.json'], cwd=project,
+    init = forked.run([sys.executable, os.path.join(REPO, 'init.py'), 'training.json'], cwd=project,
                           env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
     assert init.returncode == 0, init.stderr
     shutil.copytree(project / 'killed', project / 'reference')

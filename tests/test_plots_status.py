@@ -6,11 +6,11 @@ import json
 import math
 import os
 import socket
-import subprocess
 import sys
 import time
 from datetime import datetime
 
+import forked
 import matplotlib.image
 import pytest
 from conftest import folder_snapshot, make_project, write_json
@@ -85,7 +85,7 @@ def test_status_of_a_trained_session(sessions):
 def test_status_of_a_session_being_trained(sessions):
     """A live train.lock (this host, a running process): status says who trains it and since when."""
     root, _, fresh = sessions
-    holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])
+    holder = forked.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])
     try:
         time.sleep(0.5)
         since = datetime.now().astimezone().isoformat(timespec='seconds')
@@ -112,7 +112,7 @@ def test_status_suggests_how_to_continue(sessions):
 
 
 def test_lock_states(tmp_path):
-    gone = subprocess.Popen([sys.executable, '-c', 'pass'])
+    gone = forked.Popen([sys.executable, '-c', 'pass'])
     gone.wait()
     since = datetime.now().astimezone().isoformat(timespec='seconds')
     cases = [({'pid': gone.pid, 'host': socket.gethostname(), 'since': since}, 'stale lock'),

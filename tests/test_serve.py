@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 
+import forked
 import pytest
 import torch
 
@@ -30,7 +31,7 @@ class Server:
 
     def __init__(self, shipped, spec, *args):
         env = dict(shipped.env, PYTHONUNBUFFERED='1')
-        self.process = subprocess.Popen([sys.executable, '-m', 'torchassistant', 'serve', spec, '--port', '0', *args],
+        self.process = forked.Popen([sys.executable, '-m', 'torchassistant', 'serve', spec, '--port', '0', *args],
                                         cwd=shipped.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True)
         self.lines = queue.Queue()
@@ -221,7 +222,7 @@ def test_metadata_docs_and_openapi(server):
 
 
 def test_schemathesis_finds_no_server_error(server, tmp_path):
-    done = subprocess.run([sys.executable, '-m', 'schemathesis.cli', 'run',
+    done = forked.run([sys.executable, '-m', 'schemathesis.cli', 'run',
                            f'http://127.0.0.1:{server.port}/openapi.json', '--checks', 'not_a_server_error',
                            '--max-examples', '25', '--seed', '1', '--generation-database', 'none', '--no-color',
                            '--workers', '1', '--request-timeout', '30', '--report-dir', str(tmp_path)],

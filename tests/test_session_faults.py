@@ -10,10 +10,10 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import sys
 from datetime import datetime
 
+import forked
 import pytest
 import torch
 from conftest import REPO, folder_snapshot, make_project, write_json
@@ -31,7 +31,7 @@ def run(*argv, cwd, env=None, timeout=300):
     """`python -m torchassistant ARGV` in a subprocess, with `env` added: (exit status, stdout, stderr)."""
     environ = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
                    OMP_NUM_THREADS='1', **(env or {}))
-    done = subprocess.run([sys.executable, '-m', 'torchassistant', *map(str, argv)], cwd=cwd, env=environ,
+    done = forked.run([sys.executable, '-m', 'torchassistant', *map(str, argv)], cwd=cwd, env=environ,
                           capture_output=True, text=True, timeout=timeout)
     return done.returncode, done.stdout, done.stderr
 
@@ -122,7 +122,7 @@ def lock_as(store, pid, since=None, host=None):
 
 
 def finished_pid():
-    process = subprocess.Popen([sys.executable, '-c', 'pass'])
+    process = forked.Popen([sys.executable, '-c', 'pass'])
     process.wait()
     return process.pid
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 
+import forked
 import pytest
 from conftest import REPO, make_project, write_json
 
@@ -37,9 +38,9 @@ def postgres():
     os.chmod(folder, 0o777)
     data, port = os.path.join(folder, 'data'), _free_port()
     user = 'postgres' if as_user else os.environ.get('USER', 'postgres')
-    subprocess.run([*as_user, initdb, '-D', data, '-U', user, '--auth=trust', '-E', 'UTF8'], check=True,
+    forked.run([*as_user, initdb, '-D', data, '-U', user, '--auth=trust', '-E', 'UTF8'], check=True,
                    capture_output=True)
-    subprocess.run([*as_user, pg_ctl, '-D', data, '-l', os.path.join(folder, 'log'), '-w', '-t', '60', '-o',
+    forked.run([*as_user, pg_ctl, '-D', data, '-l', os.path.join(folder, 'log'), '-w', '-t', '60', '-o',
                     f'-p {port} -k {folder} -c listen_addresses=127.0.0.1', 'start'], check=True, capture_output=True)
     try:
         import sqlalchemy
@@ -50,7 +51,7 @@ def postgres():
         engine.dispose()
         yield f'postgresql://{user}@127.0.0.1:{port}/sweeps'
     finally:
-        subprocess.run([*as_user, pg_ctl, '-D', data, '-m', 'fast', 'stop'], capture_output=True)
+        forked.run([*as_user, pg_ctl, '-D', data, '-m', 'fast', 'stop'], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -63,7 +64,7 @@ def test_two_sweep_processes_share_one_study_on_postgresql(tmp_path, tiny_mnist,
         'sampler': 'random', 'pruner': 'none', 'storage': postgres})
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
     command = [sys.executable, '-m', 'torchassistant', 'sweep', 'sweep.json']
-    machines = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    machines = [forked.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True) for _ in range(2)]
     outputs = [m.communicate(timeout=300) for m in machines]
     assert [m.returncode for m in machines] == [0, 0], outputs
@@ -77,6 +78,6 @@ def test_two_sweep_processes_share_one_study_on_postgresql(tmp_path, tiny_mnist,
     assert sorted(t.number for t in trials) == [0, 1, 2, 3, 4, 5] and all(t.state.name == 'COMPLETE' for t in trials)
     workers = {t.user_attrs['worker']['pid'] for t in trials}
     assert len(workers) == 2, 'both processes ran trials'
-    status = json.loads(subprocess.run([*command[:3], 'status', 'sweeps/pg', '--json'], cwd=tmp_path, env=env,
+    status = json.loads(forked.run([*command[:3], 'status', 'sweeps/pg', '--json'], cwd=tmp_path, env=env,
                                        capture_output=True, text=True, check=True).stdout)
     assert status['storage'].startswith('postgresql://') and status['counts'] == {'complete': 6}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import forked
 import pytest
 import torch
 from conftest import REPO, folder_snapshot, run_script, tutorial_spec, write_json
@@ -88,12 +89,12 @@ def test_interrupted_training_resumes_bit_identical(project, tiny_mnist):
     spec = tutorial_spec(tiny_mnist, epochs=3)
     write_json(project / 'my_examples' / 'mnist' / 'training.json', {**spec, 'session_dir': 'a'})
     assert run_script('init.py', 'my_examples/mnist/training.json', cwd=project).returncode == 0
-    subprocess.run(['cp', '-r', str(project / 'a'), str(project / 'b')], check=True)
+    forked.run(['cp', '-r', str(project / 'a'), str(project / 'b')], check=True)
 
     assert run_script('train.py', 'a', cwd=project).returncode == 0
 
     env = dict(os.environ, PYTHONPATH=REPO)
-    process = subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), 'b'], cwd=project, env=env,
+    process = forked.Popen([sys.executable, os.path.join(REPO, 'train.py'), 'b'], cwd=project, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (project / 'b' / 'checkpoints' / 'epoch_1.sha256').exists():

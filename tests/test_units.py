@@ -234,10 +234,10 @@ def test_store_falls_back_to_the_newest_intact_checkpoint(tmp_path):
                                         ('inference', 'inference.json')])
 def test_json_schemas_accept_the_examples(kind, name):
     import json
-    import subprocess
 
+    import forked
     import jsonschema
-    schema = json.loads(subprocess.run([sys.executable, '-m', 'torchassistant.schema', kind], cwd=REPO,
+    schema = json.loads(forked.run([sys.executable, '-m', 'torchassistant.schema', kind], cwd=REPO,
                                        capture_output=True, text=True, check=True).stdout)
     jsonschema.Draft202012Validator.check_schema(schema)
     with open(os.path.join(REPO, 'examples', 'mnist', name)) as f:

@@ -19,6 +19,7 @@ import atexit
 import io
 import json
 import os
+import select
 import selectors
 import signal
 import socket
@@ -221,7 +222,6 @@ class Popen:
 
 
 def select_one(sock, timeout):
-    import select
     return select.select([sock], [], [], timeout)
 
 

@@ -205,10 +205,10 @@ def test_installed_console_command_works_from_another_folder(trained, tmp_path):
     executable = shutil.which('torchassistant')
     if executable is None:
         pytest.skip('the package is not installed (pip install -e .), so there is no torchassistant command')
-    result = forked.run([executable, '--version'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([executable, '--version'], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == f'torchassistant {torchassistant.version}'
     session = os.path.join(trained[0], 'pretrained')
-    result = forked.run([executable, 'status', session], cwd=tmp_path, capture_output=True, text=True,
+    result = subprocess.run([executable, 'status', session], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert f'Session "{session}"' in result.stdout

@@ -6,7 +6,8 @@ with open('torchassistant/__init__.py') as f:     # one place for the version: t
     VERSION = re.search(r'^version = "(.+)"$', f.read(), re.M).group(1)
 
 EXPORT = ['safetensors>=0.4', 'onnx>=1.15', 'onnxscript>=0.1', 'onnxruntime>=1.17']
-SERVE = ['fastapi>=0.100', 'uvicorn>=0.29', 'python-multipart>=0.0.9']
+SERVE = ['fastapi>=0.100', 'uvicorn>=0.29', 'python-multipart>=0.0.9', 'httptools>=0.6',
+         'uvloop>=0.19; sys_platform != "win32"']
 MLFLOW = ['mlflow-skinny>=2.10']
 POSTGRES = ['psycopg[binary]>=3.1']
 
@@ -25,7 +26,8 @@ setup(
                       'matplotlib>=3.5', 'pyyaml>=5.4', 'optuna>=3.4'],
     # `torchassistant export` (safetensors; ONNX through torch.onnx's dynamo exporter, which needs onnx and
     # onnxscript, checked with onnxruntime) and `torchassistant serve` (FastAPI on uvicorn; python-multipart
-    # reads uploads) are extras: training and infer need none of them.
+    # reads uploads; uvicorn takes httptools' HTTP parser and uvloop's event loop when they are there) are
+    # extras: training and infer need none of them.
     extras_require={'tensorboard': ['tensorboard'],
                     'export': EXPORT,
                     'serve': SERVE,

@@ -64,11 +64,14 @@ def test_ddp_benchmark_runs_two_processes_on_each_side_and_prints_its_ratio(tmp_
     assert re.search(r'sanity .*val acc (\d\.\d+) / \1.*: OK', out), out
 
 
-def test_serve_benchmark_runs_both_servers_and_the_bare_model_and_prints_its_ratio(tmp_path):
+def test_serve_benchmark_runs_the_servers_the_null_server_and_the_bare_model_and_prints_its_ratios(tmp_path):
     out = run_bench(tmp_path, '6')
     assert re.search(SUMMARY.format(name='6 serve', measure='time per example, 16 clients'), out, re.M), out
-    for side in ('batched', 'max-batch 1', 'bare', 'pipeline', 'batched, 16 per request'):
+    for side in ('batched', 'max-batch 1', 'bare', 'pipeline', 'batched, 16 per request', 'null server'):
         assert re.search(rf'^  median {re.escape(side)} +\d+ examples/s', out, re.M), out
+    for side in ('batched', 'max-batch 1', 'null server'):
+        assert re.search(rf'^  median {re.escape(side)} +\d+ examples/s, .*server CPU \d+\.\d+ ms per example', out, re.M), out
+    assert re.search(r'ratio null server / bare \d\.\d+: the most any server reaches', out), out
     assert re.search(r'ratio batched serve / bare model \(examples per second\) \d\.\d+ +target >= 0\.7', out), out
     assert re.search(r'sanity \(hand / framework, same digits\): .*: OK', out), out
 

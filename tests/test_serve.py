@@ -147,13 +147,14 @@ def test_200_requests_from_16_threads_are_each_answered_what_infer_json_prints(s
     same(several, {'predictions': shipped.answers[3:6]})
 
 
-def test_ten_kinds_of_bad_request_get_a_4xx_and_the_server_goes_on(server, shipped):
+def test_fifteen_kinds_of_bad_request_get_a_4xx_and_the_server_goes_on(server, shipped):
     png = image(shipped, 0)
     text_file = multipart([('file', 'notes.txt', b'not an image at all')])
     wrong_field = multipart([('image', 'a.png', png)])
     as_text = multipart([('file', None, b'digits/test_0.png')])
     empty_file = multipart([('file', 'empty.png', b'')])
     too_large = multipart([('file', 'big.png', b'\0' * (MAX_BODY + 1))])
+    cut = multipart([('file', 'a.png', png)])
     json_type = {'Content-Type': 'application/json'}
     cases = [
         ('malformed JSON', 'POST', '/predict', b'{"inputs": [', json_type, 400, 'not valid JSON'),
@@ -166,6 +167,10 @@ def test_ten_kinds_of_bad_request_get_a_4xx_and_the_server_goes_on(server, shipp
         ('a file name as text', 'POST', '/predict', *as_text, 400, 'must be a file upload, not text'),
         ('a broken multipart body', 'POST', '/predict', b'--x\r\ngarbage', {'Content-Type': 'multipart/form-data'},
          400, 'multipart/form-data body cannot be read'),
+        ('a multipart body cut before its end', 'POST', '/predict', cut[0][:-30], cut[1], 400,
+         'ends before its closing boundary'),
+        ('a part without a field name', 'POST', '/predict', b'--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n',
+         {'Content-Type': 'multipart/form-data; boundary=b'}, 400, 'form-data; name='),
         ('too large', 'POST', '/predict', *too_large, 413, f'--max-body {MAX_BODY}'),
         ('another content type', 'POST', '/predict', b'digits/test_0.png', {'Content-Type': 'text/plain'}, 415,
          'application/json or multipart/form-data'),
@@ -323,3 +328,15 @@ def test_settings_are_checked():
                                         'least 1, not 0'):
         serve.Settings(port=70000, max_batch=0).check()
 
+
+
+def test_multipart_parts_keep_names_file_names_bytes_and_text_charsets():
+    body, headers = multipart([('file', 'a b.png', b'\x89PNG\r\n--not-a-boundary\r\n\x00'), ('input_2', None, b'caf\xc3\xa9')])
+    latin = b'--B\r\nContent-Disposition: form-data; name="t"\r\nContent-Type: text/plain; charset=latin-1\r\n\r\n' \
+            b'caf\xe9\r\n--B--\r\n'
+    parts = serve._parts(headers['Content-Type'], body) + serve._parts('multipart/form-data; boundary=B', latin)
+    assert [(p.name, p.filename, p.data) for p in parts] == [
+        ('file', 'a b.png', b'\x89PNG\r\n--not-a-boundary\r\n\x00'), ('input_2', None, b'caf\xc3\xa9'), ('t', None, b'caf\xe9')]
+    assert [serve._text(p.name, p) for p in parts[1:]] == ['café', 'café']
+    with pytest.raises(serve.Problem, match='has no boundary'):
+        serve._parts('multipart/form-data', body)

@@ -46,6 +46,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 
 from torchassistant import version
@@ -364,9 +365,10 @@ class Served:
             examples.append(_Received(list(parts)))
         return examples, values
 
-    def from_form(self, form, written):
-        """(examples, the text values) of a multipart form; the uploads' temporary files are added to `written`."""
-        names = list(dict.fromkeys(form.keys()))
+    def from_form(self, parts, written):
+        """(examples, the text values) of a multipart form's parts; the uploads' temporary files are added to
+        `written`."""
+        names = list(dict.fromkeys(part.name for part in parts))
         accepted = set(self.fields) | ({'input_1'} if len(self.fields) == 1 else set())
         unknown = [name for name in names if name not in accepted]
         if unknown:
@@ -375,7 +377,7 @@ class Served:
                                f'{", ".join(map(json.dumps, self.fields))}')
         columns = []
         for field in self.fields:
-            items = form.getlist(field) + (form.getlist('input_1') if field == 'file' else [])
+            items = [part for part in parts if part.name == field or (field == 'file' and part.name == 'input_1')]
             if not items:
                 raise Problem(400, f'form field "{field}" is missing (one per example; the fields are: '
                                    f'{", ".join(map(json.dumps, self.fields))})')
@@ -389,18 +391,18 @@ class Served:
             for index, (field, kind) in enumerate(zip(self.fields, self.kinds)):
                 item = columns[index][number]
                 if kind == 'file':
-                    if isinstance(item, str):
+                    if item.filename is None:
                         raise Problem(400, f'form field "{field}" must be a file upload, not text: its input '
                                            f'converter opens what it is given as a file, and the server never opens '
                                            f'a path a client names; nothing was read')
                     path = os.path.join(self.uploads, f'{next(self.counter)}{_suffix(item.filename)}')
                     written.append(path)
                     with open(path, 'xb') as f:
-                        shutil.copyfileobj(item.file, f)
+                        f.write(item.data)
                     inputs.append(path)
                     shown.append(item.filename or field)
                 else:
-                    text = item if isinstance(item, str) else _text(field, item)
+                    text = _text(field, item)
                     inputs.append(text)
                     shown.append(text)
                     values.append(text)
@@ -437,13 +439,17 @@ def _suffix(filename):
     return extension if re.fullmatch(r'\.[A-Za-z0-9]{1,10}', extension) else ''
 
 
-def _text(field, upload):
-    data = upload.file.read()
+def _text(field, part):
+    if part.filename is None:
+        try:
+            return part.data.decode(part.charset)
+        except (UnicodeDecodeError, LookupError):
+            raise Problem(400, f'form field "{field}" is not text in its charset ({part.charset})') from None
     try:
-        return data.decode('utf-8')
+        return part.data.decode('utf-8')
     except UnicodeDecodeError:
         raise Problem(400, f'form field "{field}" takes text (its input converter takes values, not files), and '
-                           f'the upload "{upload.filename}" is not UTF-8 text') from None
+                           f'the upload "{part.filename}" is not UTF-8 text') from None
 
 
 # ---- the HTTP application ---------------------------------------------------------------------------
@@ -506,66 +512,155 @@ def create_app(served: "Served"):
     @app.post('/predict', summary='Predictions for one example or several', response_model=Predictions,
               responses=errors_shown, openapi_extra={'requestBody': _request_schema(served)})
     async def predict(request: Request):
-        written: list = []
+        status, payload = await answer(served, request.scope, request.receive)
+        return JSONResponse(payload, status_code=status)
+
+    return _Predict(app, served)
+
+
+class _Predict:
+    """The ASGI application served: POST /predict answered here, directly (FastAPI's middleware, routing
+    and dependency code cost more per request than the tutorial model's forward pass on a batch); every
+    other request goes to the FastAPI `app`, which also documents /predict, with the same `answer`."""
+
+    def __init__(self, app, served):
+        self.app, self.served = app, served
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http' or scope['path'] != '/predict' or scope['method'] != 'POST':
+            return await self.app(scope, receive, send)
         try:
-            body = await _read_body(request, served.settings.max_body)
-            kind = request.headers.get('content-type', '').split(';')[0].strip().lower()
-            if kind == 'application/json' or (kind.startswith('application/') and kind.endswith('+json')):
-                try:
-                    payload = json.loads(body)
-                except (ValueError, RecursionError) as e:
-                    raise Problem(400, f'the body is not valid JSON: {e}') from None
-                examples, values = served.from_json(payload)
-            elif kind == 'multipart/form-data':
-                examples, values = served.from_form(await _form(request, body), written)
-            else:
-                raise Problem(415, f'the body must be application/json or multipart/form-data, not '
-                                   f'{json.dumps(kind or "(no content type)")}')
-            return JSONResponse({'predictions': await served.predict(examples, values)})
-        except Problem as e:
-            return problem(e.status, e.message)
-        finally:
-            for path in written:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-
-    return app
+            status, payload = await answer(self.served, scope, receive)
+        except _Disconnected:
+            return
+        except Exception:
+            traceback.print_exc()
+            status, payload = 500, {'error': 'the server failed (a bug in torchassistant serve; its log has the traceback)'}
+        body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(',', ':')).encode()   # as JSONResponse
+        await send({'type': 'http.response.start', 'status': status,
+                    'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]})
+        await send({'type': 'http.response.body', 'body': body})
 
 
-async def _read_body(request, limit):
-    declared = request.headers.get('content-length')
+class _Disconnected(Exception):
+    """The client went away before its request's body came."""
+
+
+async def answer(served, scope, receive):
+    """(status, JSON payload) for a POST /predict request: {"predictions": [...]} or {"error": message}."""
+    written: list = []
+    headers = {name.decode('latin-1'): value.decode('latin-1') for name, value in scope['headers']}
+    try:
+        body = await _read_body(headers.get('content-length'), receive, served.settings.max_body)
+        content_type = headers.get('content-type', '')
+        kind = content_type.split(';')[0].strip().lower()
+        if kind == 'application/json' or (kind.startswith('application/') and kind.endswith('+json')):
+            try:
+                payload = json.loads(body)
+            except (ValueError, RecursionError) as e:
+                raise Problem(400, f'the body is not valid JSON: {e}') from None
+            examples, values = served.from_json(payload)
+        elif kind == 'multipart/form-data':
+            examples, values = served.from_form(_parts(content_type, body), written)
+        else:
+            raise Problem(415, f'the body must be application/json or multipart/form-data, not '
+                               f'{json.dumps(kind or "(no content type)")}')
+        return 200, {'predictions': await served.predict(examples, values)}
+    except Problem as e:
+        return e.status, {'error': e.message}
+    finally:
+        for path in written:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+async def _read_body(declared, receive, limit):
     if declared is not None:
         if not declared.strip().isdigit():
             raise Problem(400, f'Content-Length {declared!r} is not a number')
         if int(declared) > limit:
             raise Problem(413, f'the body ({int(declared)} bytes) is larger than the server takes (--max-body {limit})')
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message['type'] == 'http.disconnect':
+            raise _Disconnected
+        chunk = message.get('body', b'')
         size += len(chunk)
         if size > limit:
             raise Problem(413, f'the body is larger than the server takes (--max-body {limit} bytes)')
         chunks.append(chunk)
+        more = message.get('more_body', False)
     return b''.join(chunks)
 
 
-async def _form(request, body):
-    """The multipart form of `body` (already read, within the limit)."""
-    from starlette.requests import Request
+@dataclass
+class _Part:
+    """One part of a multipart/form-data body: its field name, its file name (None for a text field), its bytes."""
+    name: str
+    filename: "str | None"
+    data: bytes
+    charset: str = 'utf-8'
 
-    sent = False
 
-    async def receive():
-        nonlocal sent
-        if sent:
-            return {'type': 'http.disconnect'}
-        sent = True
-        return {'type': 'http.request', 'body': body, 'more_body': False}
+MAX_PARTS = 10000
 
+
+def _parts(content_type, body):
+    """The parts of a multipart/form-data `body` (already read, within the limit), parsed by python-multipart."""
+    from python_multipart.exceptions import MultipartParseError
+    from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
+
+    def broken(detail):
+        return Problem(400, f'the multipart/form-data body cannot be read: {detail}')
+
+    options = parse_options_header(content_type)[1]
+    boundary = options.get(b'boundary')
+    if not boundary:
+        raise broken('its Content-Type has no boundary')
+    parts = []
+    chunks = []
+    header = {}
+    field = [b'', b'']
+
+    def on_header_field(data, start, end):
+        field[0] += data[start:end]
+
+    def on_header_value(data, start, end):
+        field[1] += data[start:end]
+
+    def on_header_end():
+        header[field[0].decode('latin-1').lower()] = field[1]
+        field[0] = field[1] = b''
+
+    def on_part_data(data, start, end):
+        chunks.append(data[start:end])
+
+    def on_part_end():
+        disposition, params = parse_options_header(header.get('content-disposition', b''))
+        if disposition != b'form-data' or b'name' not in params:
+            raise broken('a part has no Content-Disposition: form-data; name="..." header')
+        if len(parts) >= MAX_PARTS:
+            raise broken(f'it has more than {MAX_PARTS} parts')
+        charset = parse_options_header(header.get('content-type', b''))[1].get(b'charset', b'utf-8')
+        filename = params.get(b'filename')
+        parts.append(_Part(params[b'name'].decode('utf-8', 'replace'),
+                           None if filename is None else filename.decode('utf-8', 'replace'),
+                           b''.join(chunks), charset.decode('latin-1')))
+        chunks.clear()
+        header.clear()
+
+    parser = MultipartParser(boundary, {'on_header_field': on_header_field, 'on_header_value': on_header_value,
+                                        'on_header_end': on_header_end, 'on_part_data': on_part_data,
+                                        'on_part_end': on_part_end})
     try:
-        return await Request(request.scope, receive).form(max_files=10000, max_fields=10000)
-    except Exception as e:
-        detail = getattr(e, 'detail', None) or str(e) or type(e).__name__
-        raise Problem(400, f'the multipart/form-data body cannot be read: {detail}') from None
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as e:
+        raise broken(str(e) or type(e).__name__) from None
+    if parser.state != MultipartState.END:
+        raise broken(f'it ends before its closing boundary (--{boundary.decode("latin-1")}--)')
+    return parts
 
 
 def _request_schema(served):

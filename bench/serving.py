@@ -18,7 +18,7 @@ the bare model (bench/run.py --only 6).
 - where wrk is installed (a load generator in C, `apt-get install wrk`), the batched server and the
   null server under wrk's 16 connections for 5 s: what they answer when the clients cost little CPU.
 
-The three servers run side by side (the idle one costs nothing) and each repeat measures every side
+The three servers run side by side (the idle ones cost nothing) and each repeat measures every side
 once, in turn, as the other benchmarks interleave their pairs.
 
 Measures: examples per second (a request is one example) and latency p50 / p99 per request. Target:
@@ -102,7 +102,7 @@ class Server:
 
 
 def measured(server, run):
-    """run() (a load's row) with the server's CPU time per example added (ms; None where /proc is not)."""
+    """run() (a load's row) with the server's CPU time per example added as server_cpu_ms (not where /proc is not)."""
     before = server.cpu_seconds()
     row = run()
     after = server.cpu_seconds()
@@ -321,11 +321,11 @@ def run(bench, clients=16):
                     f'/ bare {rate["null server, wrk"] / rate["bare"]:.3f}')
     else:
         bench.write('    (wrk, a load generator in C, is not installed: no figures with it; apt-get install wrk)')
-    alone = rate['pipeline'] / rate['bare']
-    if outcome == 'FAIL' and min(floor, alone) < TARGET:
+    in_process = rate['pipeline'] / rate['bare']
+    if outcome == 'FAIL' and min(floor, in_process) < TARGET:
         bench.write(f'    the target is out of reach here: a server that does nothing reaches {floor:.3f} of the bare model '
                     f'under these {clients} clients, and the pipeline alone, without HTTP (the converter, collator '
-                    f'and model that every request runs), {alone:.3f}')
+                    f'and model that every request runs), {in_process:.3f}')
     measure = Measure('per_example', f'time per example, {clients} clients', round(1 / TARGET, 3))
     bench.verdicts.append(Verdict('6 serve', measure, 1 / share, None, outcome))
 

@@ -24,7 +24,8 @@ while their batch runs, opening any path equal to a value a client sent is refus
 
 Answers to bad requests are JSON, {"error": message}: 400 a malformed request or a wrong field, 404
 and 405 an unknown route or method, 413 a body over --max-body, 415 a content type other than JSON
-and multipart, 422 user code failing on the request's inputs (its message, as infer prints it).
+and multipart, 422 user code failing on the request's inputs (its message, as infer prints it); 500
+is a fault of the server itself, whose traceback goes to the server's stderr.
 
 SIGTERM or Ctrl+C: no new connections are taken, the requests in flight are answered (their batches
 run), then the command exits 0.

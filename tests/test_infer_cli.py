@@ -172,3 +172,18 @@ def test_bad_inference_input(argv, says, in_project, capsys):
     assert err.startswith('error: ') and says in err, err
     assert 'Traceback' not in err
     assert out == ''
+
+
+def test_json_values_of_tensor_results_are_exact_with_nan_and_inf_as_null():
+    import torch
+
+    from torchassistant.assembly.inference import _per_example
+    from torchassistant.core.errors import UsageError
+    finite = torch.tensor([[0.1, -2.5], [3.0, 1e-8]])
+    assert _per_example('y', finite, 2) == finite.tolist() == json.loads(json.dumps(finite.tolist()))
+    assert _per_example('y', torch.tensor([[1.0, float('nan')], [float('inf'), -float('inf')]]), 2) == [[1.0, None], [None, None]]
+    assert _per_example('y', torch.tensor([[1.0, float('nan')]], dtype=torch.bfloat16), 1) == [[1.0, None]]
+    assert _per_example('label', torch.tensor([3, 7]), 2) == [3, 7]
+    assert _per_example('ok', torch.tensor([True, False]), 2) == [True, False]
+    with pytest.raises(UsageError, match='--json cannot write result "z"'):
+        _per_example('z', torch.tensor([1 + 2j]), 1)

@@ -228,13 +228,12 @@ def batched(examples, size):
 
 def _per_example(name, value, count):
     """The values of result `name` for each of the `count` examples: its items along dimension 0, as JSON values."""
-    if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == count and not value.is_complex():
-        value = value.detach().cpu()               # numbers only: JSON values as they are, NaN and inf as null
-        items = value.tolist()
-        return items if not value.is_floating_point() or bool(torch.isfinite(value).all()) else \
-            [standard_json.finite(item) for item in items]
     if isinstance(value, torch.Tensor) and value.dim() > 0 and len(value) == count:
-        items = value.detach().cpu().tolist()
+        value = value.detach().cpu()
+        items = value.tolist()
+        if not value.is_complex():        # numbers only: JSON values as they are, NaN and inf as null
+            return items if not value.is_floating_point() or bool(torch.isfinite(value).all()) else \
+                [standard_json.finite(item) for item in items]
     elif hasattr(value, 'tolist') and getattr(value, 'ndim', 0) > 0 and len(value) == count:   # numpy
         items = value.tolist()
     elif isinstance(value, (list, tuple)) and len(value) == count:
